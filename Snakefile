@@ -1,0 +1,21 @@
+# Cosmological field emulation and parameter inference with diffusion models
+# (Mudur, Cuesta-Lazaro & Finkbeiner 2023) as a reproducible workflow.
+#
+#   snakemake --cores 2                                  # the demo on embedded synthetic data
+#   snakemake --cores 2 --configfile config/smoke.yaml   # the tiny test configuration
+#   snakemake --profile profiles/slurm                   # the paper on a SLURM cluster
+#
+# The science lives in the cosmodiff package (workflow/cosmodiff); rules only wire files.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.data.input,

@@ -1,0 +1,117 @@
+"""Validation of workflow configurations, with errors a user can act on.
+
+The JSON schema in ``workflow/schemas/config.schema.yaml`` carries a human description of what
+each key allows; :func:`validate_config` reports every violation as
+
+    config key 'data.resolution': 100 is not allowed; expected a power of two between 16 and 1024 ...
+
+and then checks the relations a schema cannot express (the pretraining resolution divides the
+data resolution, the split fractions sum to 1, ranges are ordered).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration that the workflow cannot run; the message lists every problem."""
+
+
+def _key(path):
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[") or "<top level>"
+
+
+def _describe(error):
+    """One readable line for a jsonschema error."""
+    v = error.validator
+    key = _key(error.absolute_path)
+    if v == "required":
+        missing = error.message.split("'")[1]
+        sub = error.schema.get("properties", {}).get(missing, {})
+        hint = f"; expected {sub['description']}" if "description" in sub else ""
+        where = f"'{key}.{missing}'" if error.absolute_path else f"'{missing}'"
+        return f"config key {where} is missing{hint}"
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        where = f"config key '{key}'" if error.absolute_path else "config"
+        return f"{where}: {error.message}; allowed keys: {', '.join(allowed)}"
+    desc = error.schema.get("description")
+    # errors inside arrays / $refs: look one level up for a description
+    if desc is None and error.parent is not None:
+        desc = error.parent.schema.get("description")
+    value = error.instance
+    shown = repr(value) if not isinstance(value, (dict, list)) else str(value)
+    text = f"config key '{key}': {shown} is not allowed"
+    if desc:
+        text += f"; expected {desc}"
+    else:
+        text += f" ({error.message})"
+    if isinstance(value, str) and v == "type":
+        try:
+            float(value)
+            text += f" (YAML read {value!r} as text: write numbers like 1.0e+9, with a sign in the exponent)"
+        except ValueError:
+            pass
+    return text
+
+
+def load_schema(path=SCHEMA_PATH):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def validate_config(config, schema_path=SCHEMA_PATH):
+    """Raise :class:`ConfigError` listing every problem of ``config`` (a dict); return it.
+
+    config:      the configuration as loaded from YAML.
+    schema_path: the JSON schema (YAML) to check it against.
+    """
+    import jsonschema
+
+    schema = load_schema(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    problems = []
+    for err in errors:
+        # a oneOf/anyOf wrapper explains nothing: report its best sub-error
+        best = jsonschema.exceptions.best_match([err]) if err.context else err
+        problems.append(_describe(best))
+    if not problems:
+        problems = _relations(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def _relations(config):
+    """Checks that involve several keys."""
+    problems = []
+    data, prep = config["data"], config["prepare"]
+    res, low = data["resolution"], prep["low_resolution"]
+    if low >= res:
+        problems.append(
+            f"config key 'prepare.low_resolution': {low} is not allowed; expected a power of two "
+            f"below data.resolution ({res})"
+        )
+    total = sum(prep["split"].values())
+    if abs(total - 1) > 1e-6:
+        problems.append(f"config key 'prepare.split': fractions sum to {total:g}; expected them to sum to 1")
+    for name in ("omega_m_range", "sigma_8_range"):
+        lo, hi = data["synthetic"][name]
+        if lo >= hi:
+            problems.append(f"config key 'data.synthetic.{name}': [{lo}, {hi}] is not allowed; expected low < high")
+    if data["source"] == "local" and not data["local_dir"]:
+        problems.append("config key 'data.local_dir' is null; expected a folder holding the CMD files when data.source is 'local'")
+    return problems
+
+
+def load_config(path, schema_path=SCHEMA_PATH):
+    """Read a YAML config file and validate it."""
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    return validate_config(config, schema_path)

@@ -1,0 +1,238 @@
+"""From CMD maps to training sets: log transform, split by simulation, normalisation,
+periodic downsampling, HDF5.
+
+The raw maps are read through a memory map one block of simulations at a time, so preparing
+the 15,000 CMD maps (3.9 GB) needs a few hundred MB of RAM at most.
+
+HDF5 layout of one prepared file (one file per resolution)::
+
+    /<split>/maps     float32 (n, N, N)  log10 of the surface density, (Msun/h)/(Mpc/h)^2
+    /<split>/params   float64 (n, 6)     CAMELS parameters of each map's simulation
+    /<split>/sim      int64   (n,)       simulation index (map i of the raw file: i // 15)
+    attrs: box_size, units, param_names, resolution, native_resolution, log_floor,
+           downsample, split fractions and simulation ranges, normalisation constants of the
+           training split (norm_min, norm_max, norm_mean, norm_std), source (JSON)
+
+with <split> in train / val / test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import camels
+from .cosmology import BOX_SIZE, MAP_UNITS, MAPS_PER_SIM, PARAM_NAMES
+
+SPLITS = ("train", "val", "test")
+
+#: Default floor of the surface density before log10, (Msun/h)/(Mpc/h)^2. CMD Mcdm maps never
+#: go below 10^9.42, so the floor leaves real data untouched; it only catches empty pixels of
+#: particle-based synthetic maps (a particle of the default 64^3 run spread over one 256^2
+#: pixel is ~4e11), which it places clearly below every occupied pixel.
+DEFAULT_LOG_FLOOR = 1.0e9
+
+DOWNSAMPLE_METHODS = ("bicubic", "area")
+
+
+def log_transform(maps, floor=DEFAULT_LOG_FLOOR):
+    """log10(max(map, floor)) in float32.
+
+    maps:  surface densities in (Msun/h)/(Mpc/h)^2, any shape.
+    floor: smallest value kept before the logarithm (empty pixels), > 0.
+    """
+    if not floor > 0:
+        raise ValueError(f"log floor must be positive, got {floor}")
+    return np.log10(np.maximum(np.asarray(maps, dtype=np.float64), floor)).astype(np.float32)
+
+
+def split_simulations(n_sims, fractions):
+    """Contiguous simulation ranges per split, in index order (as the authors did).
+
+    n_sims:    number of simulations.
+    fractions: mapping train/val/test -> fraction; they must sum to 1. With 1000 simulations
+               and 0.7/0.15/0.15: train 0-699, val 700-849, test 850-999.
+    Returns {split: (first, stop)} with stop exclusive.
+    """
+    missing = set(SPLITS) - set(fractions)
+    if missing:
+        raise ValueError(f"split fractions miss {sorted(missing)}")
+    total = sum(fractions[s] for s in SPLITS)
+    if abs(total - 1) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {total}")
+    bounds = np.rint(np.cumsum([0] + [fractions[s] * n_sims for s in SPLITS])).astype(int)
+    out = {s: (int(bounds[i]), int(bounds[i + 1])) for i, s in enumerate(SPLITS)}
+    for s, (a, b) in out.items():
+        if b <= a:
+            raise ValueError(f"split {s!r} gets no simulation out of {n_sims}; raise n_sims or its fraction")
+    return out
+
+
+def downsample(log_maps, resolution, method="bicubic"):
+    """Periodic downsampling of (log) maps from N x N to resolution x resolution.
+
+    log_maps:   array (..., N, N); N must be a multiple of ``resolution``.
+    resolution: output pixels per side.
+    method:     "bicubic" - bicubic with antialiasing (the authors' choice, as in
+                torchvision's resize), applied to a circularly padded copy so that the kernel
+                wraps around the periodic box instead of clamping at the edges;
+                "area" - the mean over each block of pixels (exactly periodic).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = np.asarray(log_maps, dtype=np.float32)
+    n = x.shape[-1]
+    if x.shape[-2] != n:
+        raise ValueError(f"maps must be square, got {x.shape[-2:]}")
+    if resolution == n:
+        return x.copy()
+    if resolution > n or n % resolution:
+        raise ValueError(f"cannot downsample {n} pixels to {resolution}: it must divide {n}")
+    if method not in DOWNSAMPLE_METHODS:
+        raise ValueError(f"unknown downsample method {method!r}; choose one of {DOWNSAMPLE_METHODS}")
+    factor = n // resolution
+    lead = x.shape[:-2]
+    t = torch.from_numpy(x.reshape(-1, 1, n, n))
+    if method == "area":
+        y = F.avg_pool2d(t, factor)
+    else:
+        # The antialiased bicubic kernel spans 2 * factor input pixels on each side; pad by a
+        # whole number of output pixels so the output grid stays aligned, then crop.
+        pad_out = 3
+        pad = pad_out * factor
+        t = F.pad(t, (pad, pad, pad, pad), mode="circular")
+        y = F.interpolate(t, size=(resolution + 2 * pad_out,) * 2, mode="bicubic", antialias=True, align_corners=False)
+        y = y[..., pad_out:-pad_out, pad_out:-pad_out]
+    return y.reshape(*lead, resolution, resolution).numpy()
+
+
+class _RunningStats:
+    """min, max, mean, std over everything passed to update(), in float64."""
+
+    def __init__(self):
+        self.n, self.s, self.s2 = 0, 0.0, 0.0
+        self.lo, self.hi = np.inf, -np.inf
+
+    def update(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        self.n += x.size
+        self.s += x.sum()
+        self.s2 += np.square(x).sum()
+        self.lo = min(self.lo, float(x.min()))
+        self.hi = max(self.hi, float(x.max()))
+
+    def attrs(self):
+        mean = self.s / self.n
+        return {
+            "norm_min": self.lo,
+            "norm_max": self.hi,
+            "norm_mean": mean,
+            "norm_std": float(np.sqrt(max(self.s2 / self.n - mean**2, 0.0))),
+        }
+
+
+def prepare_dataset(
+    maps_path,
+    params_path,
+    outputs,
+    fractions,
+    log_floor=DEFAULT_LOG_FLOOR,
+    method="bicubic",
+    source=None,
+    block_sims=20,
+    progress=True,
+):
+    """Prepare HDF5 training sets at several resolutions from CMD-layout files.
+
+    maps_path:   the maps .npy (n_sims * 15, N, N), read through a memory map.
+    params_path: the parameter table (n_sims, 6).
+    outputs:     mapping resolution -> output .h5 path (the native resolution and/or lower
+                 ones that divide it).
+    fractions:   split fractions {train, val, test}, by simulation in index order.
+    log_floor:   floor before log10, (Msun/h)/(Mpc/h)^2.
+    method:      downsampling method (see :func:`downsample`).
+    source:      provenance dict stored as JSON in the attrs (download URL and checksum, or
+                 generator settings).
+    block_sims:  simulations read per block (memory: block_sims * 15 * N^2 * 8 bytes).
+    progress:    show a progress bar.
+    Each output is written to a temporary name and renamed when complete.
+    """
+    import h5py
+    from tqdm.auto import tqdm
+
+    maps = camels.open_maps(maps_path)
+    params = camels.read_params(params_path)
+    camels.check_layout(maps, params)
+    n_sims, native = len(params), maps.shape[-1]
+    ranges = split_simulations(n_sims, fractions)
+    outputs = {int(r): Path(p) for r, p in outputs.items()}
+    for r in outputs:
+        if r > native or native % r:
+            raise ValueError(f"output resolution {r} must divide the native resolution {native}")
+
+    files, stats, tmps = {}, {}, {}
+    try:
+        for r, path in outputs.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmps[r] = path.with_name(path.name + ".tmp")
+            f = files[r] = h5py.File(tmps[r], "w")
+            for split, (a, b) in ranges.items():
+                n = (b - a) * MAPS_PER_SIM
+                g = f.create_group(split)
+                g.create_dataset("maps", (n, r, r), dtype="f4", chunks=(1, r, r))
+                g.create_dataset("params", data=np.repeat(params[a:b], MAPS_PER_SIM, axis=0))
+                g.create_dataset("sim", data=np.repeat(np.arange(a, b), MAPS_PER_SIM))
+            stats[r] = _RunningStats()
+
+        bar = tqdm(total=n_sims, desc="prepare", unit="sim", disable=not progress)
+        for split, (a, b) in ranges.items():
+            for s0 in range(a, b, block_sims):
+                s1 = min(s0 + block_sims, b)
+                logm = log_transform(maps[s0 * MAPS_PER_SIM : s1 * MAPS_PER_SIM], log_floor)
+                i0, i1 = (s0 - a) * MAPS_PER_SIM, (s1 - a) * MAPS_PER_SIM
+                for r, f in files.items():
+                    out = downsample(logm, r, method)
+                    f[split]["maps"][i0:i1] = out
+                    if split == "train":
+                        stats[r].update(out)
+                bar.update(s1 - s0)
+        bar.close()
+
+        for r, f in files.items():
+            attrs = {
+                "box_size": BOX_SIZE,
+                "units": f"log10 of {MAP_UNITS}",
+                "param_names": list(PARAM_NAMES),
+                "resolution": r,
+                "native_resolution": native,
+                "log_floor": float(log_floor),
+                "downsample": method if r != native else "none",
+                "split_fractions": json.dumps({s: fractions[s] for s in SPLITS}),
+                "split_sims": json.dumps(ranges),
+                "source": json.dumps(source or {}, sort_keys=True),
+                **stats[r].attrs(),
+            }
+            f.attrs.update(attrs)
+            f.close()
+            os.replace(tmps[r], outputs[r])
+    except BaseException:
+        for r, f in files.items():
+            if f.id.valid:
+                f.close()
+            tmps[r].unlink(missing_ok=True)
+        raise
+    return {r: str(p) for r, p in outputs.items()}
+
+
+def load_split(path, split="train"):
+    """(maps, params, attrs) of one split of a prepared file, read into memory."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if split not in f:
+            raise KeyError(f"{path} has no split {split!r}; it has {list(f)}")
+        return f[split]["maps"][:], f[split]["params"][:], dict(f.attrs)

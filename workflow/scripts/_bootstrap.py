@@ -1,0 +1,17 @@
+"""Make the cosmodiff library importable from a workflow script, installed or not.
+
+Scripts live in workflow/scripts/ and the library in workflow/cosmodiff/: putting workflow/
+on sys.path lets a rule run in any environment that has the dependencies (a conda env made by
+``--sdm conda`` included), without installing the package.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def setup_logging():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    return logging.getLogger(Path(sys.argv[0]).stem)

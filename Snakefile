@@ -8,7 +8,11 @@
 # The science lives in the cosmodiff package (workflow/cosmodiff); rules only wire files.
 
 
-configfile: "config/config.yaml"
+import os
+
+
+# The default config sits next to this file, so `--directory` can put results elsewhere.
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -167,36 +167,47 @@ def _grad_kvectors(n, box_size):
     return kx, ky, kz
 
 
-def _cic_weights(positions, n, box_size):
-    """Lower-corner cell indices (n_p, 3) and fractional offsets (n_p, 3) for CIC on an n^3 grid.
+def _cic_corners(xt, n, box_size):
+    """The 8 CIC corners of each particle on a periodic n^3 mesh: [(flat index, weight)] * 8.
 
-    Mesh point i sits at x_i = i * box_size / n. (The particle lattice of
-    :func:`initial_conditions` is offset to lie halfway between mesh points.)
+    ``xt`` holds the positions component-major, shape (3, n_p) (contiguous per axis: faster
+    than (n_p, 3) for every per-axis operation). Mesh point i sits at x_i = i * box_size / n;
+    the particle lattice of :func:`initial_conditions` is offset to lie between mesh points.
+    Indices are int64 (bincount's native type), weights float32.
     """
-    u = positions * (n / box_size)
-    i0 = np.floor(u)
-    d = (u - i0).astype(np.float32)
-    i0 = i0.astype(np.int64) % n
-    return i0, d
-
-
-def _corner_iter(i0, d, n):
-    """Yield (flat index, weight) for the 8 CIC corners."""
-    i1 = (i0 + 1) % n
-    w0 = 1.0 - d
-    ix = (i0[:, 0], i1[:, 0])
-    iy = (i0[:, 1], i1[:, 1])
-    iz = (i0[:, 2], i1[:, 2])
-    wx = (w0[:, 0], d[:, 0])
-    wy = (w0[:, 1], d[:, 1])
-    wz = (w0[:, 2], d[:, 2])
+    scale = n / box_size
+    idx, frac = [], []
+    for c in range(3):
+        u = xt[c] * scale
+        i0 = np.floor(u)
+        d = (u - i0).astype(np.float32)
+        i0 = i0.astype(np.int64)
+        i0 %= n  # u may round up to n, or be negative for unwrapped input
+        i1 = i0 + 1
+        i1[i1 == n] = 0
+        stride = n ** (2 - c)
+        if stride != 1:
+            i0 *= stride
+            i1 *= stride
+        idx.append((i0, i1))
+        frac.append((1.0 - d, d))
+    corners = []
     for a in (0, 1):
-        fx = ix[a] * (n * n)
         for b in (0, 1):
-            fxy = fx + iy[b] * n
-            wxy = wx[a] * wy[b]
+            fxy = idx[0][a] + idx[1][b]
+            wxy = frac[0][a] * frac[1][b]
             for c in (0, 1):
-                yield fxy + iz[c], wxy * wz[c]
+                corners.append((fxy + idx[2][c], wxy * frac[2][c]))
+    return corners
+
+
+def _deposit(corners, n):
+    """Particle counts per cell (flat, float64) from CIC corners."""
+    size = n**3
+    rho = np.bincount(corners[0][0], weights=corners[0][1], minlength=size)
+    for flat, w in corners[1:]:
+        rho += np.bincount(flat, weights=w, minlength=size)
+    return rho
 
 
 def cic_density(positions, n_mesh, box_size=BOX_SIZE):
@@ -208,33 +219,37 @@ def cic_density(positions, n_mesh, box_size=BOX_SIZE):
         box_size:   Side of the periodic box in Mpc/h.
     """
     n_mesh = _positive_int("n_mesh", n_mesh)
-    positions = np.asarray(positions, dtype=np.float64)
-    i0, d = _cic_weights(positions, n_mesh, box_size)
-    size = n_mesh**3
-    rho = np.zeros(size, dtype=np.float64)
-    for flat, w in _corner_iter(i0, d, n_mesh):
-        rho += np.bincount(flat, weights=w, minlength=size)
-    rho *= size / len(positions)
-    rho -= 1.0
-    return rho.reshape(n_mesh, n_mesh, n_mesh)
+    xt = np.ascontiguousarray(np.asarray(positions, dtype=np.float64).T)
+    return _density_contrast(_deposit(_cic_corners(xt, n_mesh, box_size), n_mesh), xt.shape[1], n_mesh)
 
 
-def _cic_interpolate(fields, i0, d, n):
-    """CIC-interpolate each (n^3) mesh in ``fields`` to the particles -> (n_p, len(fields))."""
-    flat_fields = [f.reshape(-1) for f in fields]
-    out = np.zeros((len(i0), len(fields)), dtype=np.float32)
-    for flat, w in _corner_iter(i0, d, n):
-        for c, f in enumerate(flat_fields):
-            out[:, c] += f[flat] * w
+def _density_contrast(counts, n_p, n):
+    counts *= n**3 / n_p
+    counts -= 1.0
+    return counts.reshape(n, n, n)
+
+
+def _cic_interpolate(fields, corners):
+    """CIC-interpolate each flattened mesh in ``fields`` to the particles -> (len(fields), n_p)."""
+    out = np.zeros((len(fields), len(corners[0][0])), dtype=np.float32)
+    for flat, w in corners:
+        for c, f in enumerate(fields):
+            out[c] += f[flat] * w
     return out
 
 
-#: Power of the CIC window W(k) = prod_i sinc^2(k_i d / 2) divided out of the force: 0 (none).
+#: Power of the CIC window W(k) = prod_i sinc^2(k_i d / 2) divided out of the force. 2 makes
+#: the linear growth of the fundamental mode exact to 0.1% on a 64^3 mesh (0.4% without);
+#: the maps' small-scale statistics barely change (2.7% vs 2.4% empty pixels at 128^3).
 _DECONVOLVE = 2
 
 
 def _force_meshes(delta, box_size, deconvolve=None):
-    """F = -grad inv-lap delta on the mesh (3 float32 arrays); F_k = i k delta_k / k^2."""
+    """F = -grad inv-lap delta on the mesh (3 flat float32 arrays); F_k = i k delta_k / k^2.
+
+    ``deconvolve`` = power of the CIC window W(k) = prod_i sinc^2(k_i d / 2) divided out
+    (2: once for the mass assignment, once for the force interpolation, as in Gadget-2's PM).
+    """
     deconvolve = _DECONVOLVE if deconvolve is None else deconvolve
     n = delta.shape[0]
     dk = np.fft.rfftn(delta)
@@ -248,7 +263,7 @@ def _force_meshes(delta, box_size, deconvolve=None):
         dk /= w**deconvolve
     dk[0, 0, 0] = 0.0
     gx, gy, gz = _grad_kvectors(n, box_size)
-    return [np.fft.irfftn(1j * g * dk, s=delta.shape).astype(np.float32) for g in (gx, gy, gz)]
+    return [np.fft.irfftn(1j * g * dk, s=delta.shape).astype(np.float32).reshape(-1) for g in (gx, gy, gz)]
 
 
 def mesh_power(positions, n_mesh, box_size=BOX_SIZE, n_bins=None):
@@ -449,10 +464,12 @@ def run_pm(
     n_particles, n_mesh, n_steps, a_start, box_size = _check_pm_args(n_particles, n_mesh, n_steps, a_start, box_size)
 
     x, p = initial_conditions(omega_m, sigma_8, seed, n_particles, a_start, box_size, lpt_order=2, n_mesh=n_mesh)
-    return evolve(x, p, omega_m, sigma_8, n_mesh, n_steps, a_start, box_size, progress)
+    return evolve(x, p, omega_m, sigma_8, n_mesh, n_steps, a_start, box_size, progress, final_kick=False)
 
 
-def evolve(x, p, omega_m, sigma_8, n_mesh=128, n_steps=10, a_start=0.1, box_size=BOX_SIZE, progress=False):
+def evolve(
+    x, p, omega_m, sigma_8, n_mesh=128, n_steps=10, a_start=0.1, box_size=BOX_SIZE, progress=False, final_kick=True
+):
     """FastPM kick-drift-kick from (x, p) at a_start to a = 1 (updates x and p in place).
 
     Args:
@@ -465,6 +482,9 @@ def evolve(x, p, omega_m, sigma_8, n_mesh=128, n_steps=10, a_start=0.1, box_size
         a_start:    Scale factor of (x, p).
         box_size:   Side of the periodic box in Mpc/h.
         progress:   Show a tqdm progress bar.
+        final_kick: Compute the force at a = 1 for the last half kick. False saves one force
+                    evaluation when only the positions are wanted (p then stays at the last
+                    half step).
 
     Returns:
         x at a = 1, wrapped into [0, box_size).
@@ -476,10 +496,15 @@ def evolve(x, p, omega_m, sigma_8, n_mesh=128, n_steps=10, a_start=0.1, box_size
     Gp = a**2 * E * f * D  # G_p = a^3 E dD/da: p of a linear mode per unit Psi0
     Gpm = a_mid**2 * Em * fm * Dm
 
-    def force(pos):
-        i0, d = _cic_weights(pos, n_mesh, box_size)
-        delta = cic_density(pos, n_mesh, box_size)
-        return _cic_interpolate(_force_meshes(delta, box_size), i0, d, n_mesh)
+    n_p = x.shape[0]
+    # component-major working copies: (3, n_p), contiguous per axis
+    xt = np.ascontiguousarray(x.T)
+    pt = np.ascontiguousarray(p.T)
+
+    def force():
+        corners = _cic_corners(xt, n_mesh, box_size)
+        delta = _density_contrast(_deposit(corners, n_mesh), n_p, n_mesh)
+        return _cic_interpolate(_force_meshes(delta, box_size), corners)
 
     steps = range(n_steps)
     if progress:
@@ -487,16 +512,20 @@ def evolve(x, p, omega_m, sigma_8, n_mesh=128, n_steps=10, a_start=0.1, box_size
 
         steps = tqdm(steps, desc="PM steps", unit="step")
 
-    F = force(x)
+    F = force()
     for i in steps:
         # kick a_i -> a_{i+1/2} with the force at a_i
-        p += F * ((Gpm[i] - Gp[i]) / D[i])
+        pt += F * ((Gpm[i] - Gp[i]) / D[i])
         # drift a_i -> a_{i+1} with p at a_{i+1/2}
-        x += p * ((D[i + 1] - D[i]) / Gpm[i])
-        np.mod(x, box_size, out=x)
+        xt += pt * ((D[i + 1] - D[i]) / Gpm[i])
+        np.mod(xt, box_size, out=xt)
+        if i == n_steps - 1 and not final_kick:
+            break
         # force at a_{i+1}, kick a_{i+1/2} -> a_{i+1}
-        F = force(x)
-        p += F * ((Gp[i + 1] - Gpm[i]) / D[i + 1])
+        F = force()
+        pt += F * ((Gp[i + 1] - Gpm[i]) / D[i + 1])
+    x[...] = xt.T
+    p[...] = pt.T
     # guard against x == box_size after the float mod of tiny negative numbers
     x[x >= box_size] -= box_size
     return x

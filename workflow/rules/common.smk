@@ -1,5 +1,6 @@
 # Shared set-up: config validation, paths, and the script runner.
 import json
+import os
 import sys
 from pathlib import Path
 

@@ -22,6 +22,8 @@ if SOURCE == "download":
             ),
         log:
             f"{RUN}/logs/download/{{filename}}.log",
+        conda:
+            "../../envs/analysis.yaml"
         resources:
             runtime=240,
             mem_mb=1000,
@@ -43,14 +45,17 @@ if SOURCE == "synthetic":
         params:
             settings=as_json(config["data"]["synthetic"]),
             resolution=NATIVE,
+            out_dir=lambda w, output: os.path.dirname(output.maps),
         log:
             f"{RUN}/logs/synthesize.log",
+        conda:
+            "../../envs/analysis.yaml"
         resources:
             runtime=120,
             mem_mb=4000,
         shell:
             "python {input.script} --settings {params.settings:q}"
-            " --resolution {params.resolution} --out-dir {RAW:q} 2> {log:q}"
+            " --resolution {params.resolution} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule prepare:
@@ -80,6 +85,8 @@ rule prepare:
         ),
     log:
         f"{RUN}/logs/prepare.log",
+    conda:
+        "../../envs/torch.yaml"
     resources:
         runtime=120,
         mem_mb=4000,
@@ -103,6 +110,8 @@ rule plot_data:
         maps_per_sim=config["figures"]["pk_maps_per_sim"],
     log:
         f"{RUN}/logs/plot_data.log",
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         runtime=30,
         mem_mb=4000,

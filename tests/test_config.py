@@ -1,0 +1,90 @@
+"""Configuration schema: every shipped config is valid; bad ones fail naming key and rule."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cosmodiff.config import ConfigError, load_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def demo():
+    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config", "smoke", "paper"])
+def test_shipped_configs_are_valid(name):
+    load_config(ROOT / f"config/{name}.yaml")
+
+
+def _error(config):
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    return str(info.value)
+
+
+def test_wrong_type(demo):
+    demo["data"]["synthetic"]["n_sims"] = "ten"
+    assert "config key 'data.synthetic.n_sims': 'ten' is not allowed; expected an integer >= 3" in _error(demo)
+
+
+def test_missing_key(demo):
+    del demo["prepare"]["split"]
+    assert "config key 'prepare.split' is missing; expected fractions of the simulations" in _error(demo)
+    c = copy.deepcopy(demo)
+    del c["data"]
+    assert "config key 'data' is missing" in _error(c)
+
+
+def test_unknown_key_lists_the_allowed_ones(demo):
+    demo["prepare"]["downsampling"] = "area"
+    msg = _error(demo)
+    assert "'downsampling' was unexpected" in msg and "allowed keys: downsample, log_floor" in msg
+
+
+@pytest.mark.parametrize("value", [100, 384, 3])
+def test_resolution_not_a_power_of_two(demo, value):
+    demo["data"]["resolution"] = value
+    assert f"config key 'data.resolution': {value} is not allowed; expected a power of two" in _error(demo)
+
+
+def test_range_outside_prior(demo):
+    demo["data"]["synthetic"]["omega_m_range"] = [0.05, 0.3]
+    demo["data"]["synthetic"]["sigma_8_range"] = [0.7, 1.2]
+    msg = _error(demo)
+    assert "'data.synthetic.omega_m_range[0]': 0.05 is not allowed; expected a value within the CAMELS prior of Omega_m, [0.1, 0.5]" in msg
+    assert "'data.synthetic.sigma_8_range[1]': 1.2 is not allowed; expected a value within the CAMELS prior of sigma_8, [0.6, 1.0]" in msg
+
+
+def test_every_problem_is_reported_at_once(demo):
+    demo["data"]["resolution"] = 100
+    demo["figures"]["gallery_columns"] = 0
+    msg = _error(demo)
+    assert "data.resolution" in msg and "figures.gallery_columns" in msg
+
+
+def test_yaml_exponent_trap_is_explained(demo):
+    demo["prepare"]["log_floor"] = "1e9"  # what PyYAML makes of `log_floor: 1e9`
+    assert "write numbers like 1.0e+9" in _error(demo)
+
+
+def test_relations_between_keys(demo):
+    c = copy.deepcopy(demo)
+    c["prepare"]["low_resolution"] = 256
+    assert "expected a power of two below data.resolution (256)" in _error(c)
+    c = copy.deepcopy(demo)
+    c["prepare"]["split"] = {"train": 0.7, "val": 0.2, "test": 0.2}
+    assert "fractions sum to 1.1; expected them to sum to 1" in _error(c)
+    c = copy.deepcopy(demo)
+    c["data"]["synthetic"]["sigma_8_range"] = [0.9, 0.7]
+    assert "expected low < high" in _error(c)
+    c = copy.deepcopy(demo)
+    c["data"]["source"] = "local"
+    assert "data.local_dir' is null" in _error(c)
+    c = copy.deepcopy(demo)
+    c["data"]["download"]["maps"]["sha256"] = "XYZ"
+    assert "64 lowercase hex digits" in _error(c)

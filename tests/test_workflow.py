@@ -1,0 +1,187 @@
+"""The Snakemake workflow: dry runs of every config, the smoke data stage for real, downloads
+through the `download` rule from a local HTTP server, local folders, reruns after edits."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from cosmodiff import camels, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(*args, cwd, check=True):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", MPLBACKEND="Agg")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(cwd), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and out.returncode:
+        raise AssertionError(f"snakemake failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}")
+    return out
+
+
+def write_config(path, **changes):
+    """A copy of config/smoke.yaml with nested changes given as dotted keys."""
+    config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    for dotted, value in changes.items():
+        node = config
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def planned_jobs(out):
+    """Rule -> count from the job-stats table of a dry run."""
+    lines = out.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("job ") and "count" in line)
+    jobs = {}
+    for line in lines[start + 2 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("config", {"synthesize": 1, "prepare": 1, "plot_data": 1}),
+        ("smoke", {"synthesize": 1, "prepare": 1, "plot_data": 1}),
+        ("paper", {"download": 2, "prepare": 1, "plot_data": 1}),
+    ],
+)
+def test_dry_run_of_every_config(tmp_path, name, expected):
+    out = snakemake("-n", "--configfile", str(ROOT / f"config/{name}.yaml"), cwd=tmp_path)
+    jobs = planned_jobs(out)
+    assert {k: v for k, v in jobs.items() if k != "all"} == expected
+
+
+def test_bad_config_stops_the_run_with_the_key_named(tmp_path):
+    cfg = write_config(tmp_path / "bad.yaml", **{"data.resolution": 100})
+    out = snakemake("-n", "--configfile", str(cfg), cwd=tmp_path, check=False)
+    assert out.returncode != 0
+    assert "config key 'data.resolution': 100 is not allowed; expected a power of two" in out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The smoke config's data stage, for real (particle-mesh maps, 64^2 and 16^2)."""
+    wd = tmp_path_factory.mktemp("smoke")
+    snakemake("--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"), cwd=wd)
+    return wd
+
+
+def test_smoke_data_stage_outputs(smoke_run):
+    run = smoke_run / "results/smoke"
+    for f in ["figures/data_gallery.png", "figures/data_gallery.pdf", "figures/data_power_spectra.png", "figures/data_power_spectra.pdf"]:
+        assert (run / f).stat().st_size > 1000, f
+    for log in ["synthesize", "prepare", "plot_data"]:
+        assert (run / f"logs/{log}.log").exists()
+    with h5py.File(run / "data/prepared_64.h5") as f:
+        assert f["train"]["maps"].shape == (45, 64, 64)
+        assert f["val"]["maps"].shape == (15, 64, 64) and f["test"]["maps"].shape == (30, 64, 64)
+        # mass identity survives the whole chain: mean of a simulation's 15 maps (log floor
+        # aside, which the particle-mesh maps at this size barely touch)
+        maps = 10.0 ** f["train"]["maps"][:15].astype(np.float64)
+        om = f["train"]["params"][0, 0]
+        assert maps.mean() == pytest.approx(1.3877e12 * (om - 0.049), rel=0.01)
+        assert '"generator": "nbody"' in f.attrs["source"]
+    with h5py.File(run / "data/prepared_16.h5") as f:
+        assert f["test"]["maps"].shape == (30, 16, 16)
+
+
+def test_rerun_after_a_config_edit_touches_only_what_changed(smoke_run, tmp_path):
+    out = snakemake("-n", "--configfile", str(ROOT / "config/smoke.yaml"), cwd=smoke_run)
+    assert "Nothing to be done" in out.stdout + out.stderr
+    cfg = write_config(tmp_path / "edit.yaml", **{"prepare.downsample": "area"})
+    jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
+    assert "synthesize" not in jobs and jobs["prepare"] == 1 and jobs["plot_data"] == 1
+    cfg = write_config(tmp_path / "edit2.yaml", **{"figures.gallery_columns": 4})
+    jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
+    assert "prepare" not in jobs and jobs["plot_data"] == 1
+
+
+def _serve_cmd(server, tmp_path, n_sims=3, res=32):
+    src = tmp_path / "served"
+    synthetic.synthesize_cmd(src, "lognormal", n_sims=n_sims, seed=4, resolution=res, progress=False)
+    for name in (camels.MAPS_FILENAME, camels.PARAMS_FILENAME):
+        server.files[f"/CMD/2D_maps/data/{name}"] = (src / name).read_bytes()
+    return src
+
+
+def test_download_rule_against_a_local_server(server, tmp_path):
+    src = _serve_cmd(server, tmp_path)
+    maps_bytes = (src / camels.MAPS_FILENAME).read_bytes()
+    cfg = write_config(
+        tmp_path / "dl.yaml",
+        **{
+            "data.source": "download",
+            "data.resolution": 32,
+            "prepare.low_resolution": 8,
+            "prepare.split": {"train": 1 / 3, "val": 1 / 3, "test": 1 / 3},
+            "data.download.base_url": f"{server.base}/CMD/2D_maps/data",
+            "data.download.maps": {"size": len(maps_bytes), "sha256": camels.sha256sum(src / camels.MAPS_FILENAME)},
+            "data.download.params": {"size": None, "sha256": camels.sha256sum(src / camels.PARAMS_FILENAME)},
+        },
+    )
+    wd = tmp_path / "wd"
+    snakemake("data", "--cores", "2", "--configfile", str(cfg), cwd=wd)
+    raw = wd / "results/smoke/data/raw"
+    assert (raw / camels.MAPS_FILENAME).read_bytes() == maps_bytes
+    with h5py.File(wd / "results/smoke/data/prepared_32.h5") as f:
+        np.testing.assert_allclose(
+            f["train"]["maps"][0], np.log10(np.maximum(np.load(src / camels.MAPS_FILENAME)[0], 1e9)), rtol=1e-6
+        )
+        assert camels.sha256sum(src / camels.MAPS_FILENAME) in f.attrs["source"]
+
+
+def test_download_rule_refuses_a_wrong_checksum(server, tmp_path):
+    _serve_cmd(server, tmp_path)
+    cfg = write_config(
+        tmp_path / "dl.yaml",
+        **{
+            "data.source": "download",
+            "data.resolution": 32,
+            "prepare.low_resolution": 8,
+            "data.download.base_url": f"{server.base}/CMD/2D_maps/data",
+            "data.download.maps": {"size": None, "sha256": "0" * 64},
+        },
+    )
+    wd = tmp_path / "wd"
+    out = snakemake("data", "--cores", "1", "--configfile", str(cfg), cwd=wd, check=False)
+    assert out.returncode != 0
+    raw = wd / "results/smoke/data/raw"
+    assert not (raw / camels.MAPS_FILENAME).exists()
+    assert not list(raw.glob("*.part")) if raw.exists() else True
+    log = (wd / f"results/smoke/logs/download/{camels.MAPS_FILENAME}.log").read_text()
+    assert "sha256" in log
+    assert not (wd / "results/smoke/data/prepared_32.h5").exists()
+
+
+def test_local_folder_is_used_in_place(tmp_path):
+    src = tmp_path / "cmd"
+    synthetic.synthesize_cmd(src, "lognormal", n_sims=3, seed=4, resolution=32, progress=False)
+    cfg = write_config(
+        tmp_path / "local.yaml",
+        **{
+            "data.source": "local",
+            "data.local_dir": str(src),
+            "data.resolution": 32,
+            "prepare.low_resolution": 8,
+            "prepare.split": {"train": 1 / 3, "val": 1 / 3, "test": 1 / 3},
+        },
+    )
+    wd = tmp_path / "wd"
+    out = snakemake("-n", "--configfile", str(cfg), cwd=wd)
+    jobs = planned_jobs(out)
+    assert "download" not in jobs and "synthesize" not in jobs and jobs["prepare"] == 1

@@ -91,10 +91,10 @@ def growth(omega_m, sigma_8, a):
 
     cosmo = _ccl(float(omega_m), float(sigma_8), False)
     a = np.asarray(a, dtype=float)
-    return (
-        np.asarray(pyccl.growth_factor(cosmo, a)),
-        np.asarray(pyccl.growth_rate(cosmo, a)),
-        np.asarray(pyccl.h_over_h0(cosmo, a)),
+    flat = np.atleast_1d(a).ravel()  # pyccl rejects 0-d arrays
+    return tuple(
+        np.asarray(fn(cosmo, flat)).reshape(a.shape)
+        for fn in (pyccl.growth_factor, pyccl.growth_rate, pyccl.h_over_h0)
     )
 
 

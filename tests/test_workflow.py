@@ -55,9 +55,9 @@ def planned_jobs(out):
 @pytest.mark.parametrize(
     "name,expected",
     [
-        ("config", {"synthesize": 1, "prepare": 1, "plot_data": 1}),
-        ("smoke", {"synthesize": 1, "prepare": 1, "plot_data": 1}),
-        ("paper", {"download": 2, "prepare": 1, "plot_data": 1}),
+        ("config", {"synthesize": 1, "prepare": 1, "plot_data": 1, "pretrain": 1, "finetune": 1}),
+        ("smoke", {"synthesize": 1, "prepare": 1, "plot_data": 1, "pretrain": 1, "finetune": 1}),
+        ("paper", {"download": 2, "prepare": 1, "plot_data": 1, "pretrain": 1, "finetune": 1}),
     ],
 )
 def test_dry_run_of_every_config(tmp_path, name, expected):
@@ -100,15 +100,37 @@ def test_smoke_data_stage_outputs(smoke_run):
         assert f["test"]["maps"].shape == (30, 16, 16)
 
 
+def test_smoke_training_stages(smoke_run):
+    from cosmodiff.train import load_checkpoint
+
+    models = smoke_run / "results/smoke/models"
+    assert sorted(p.name for p in (models / "pretrain").glob("*.pt")) == ["ckpt_0000003.pt", "ckpt_0000006.pt"]
+    assert sorted(p.name for p in (models / "finetune").glob("*.pt")) == ["ckpt_0000002.pt", "ckpt_0000004.pt"]
+    pre = load_checkpoint(models / "pretrain/ckpt_0000006.pt")
+    ft = load_checkpoint(models / "finetune/ckpt_0000004.pt")
+    assert (pre["resolution"], ft["resolution"]) == (16, 64)
+    # both stages share the native resolution's normalisation
+    with h5py.File(smoke_run / "results/smoke/data/prepared_64.h5") as f:
+        assert pre["normalisation"] == ft["normalisation"] == [f.attrs["norm_min"], f.attrs["norm_max"]]
+    assert len((models / "finetune/metrics.jsonl").read_text().splitlines()) == 4
+    assert (smoke_run / "results/smoke/figures/loss_finetune.png").exists()
+    # the resumable state lives outside the declared outputs
+    assert (smoke_run / "results/smoke/state/pretrain/state.pt").exists()
+
+
 def test_rerun_after_a_config_edit_touches_only_what_changed(smoke_run, tmp_path):
     out = snakemake("-n", "--configfile", str(ROOT / "config/smoke.yaml"), cwd=smoke_run)
     assert "Nothing to be done" in out.stdout + out.stderr
     cfg = write_config(tmp_path / "edit.yaml", **{"prepare.downsample": "area"})
     jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
     assert "synthesize" not in jobs and jobs["prepare"] == 1 and jobs["plot_data"] == 1
+    assert jobs["pretrain"] == jobs["finetune"] == 1  # new data: retrain
     cfg = write_config(tmp_path / "edit2.yaml", **{"figures.gallery_columns": 4})
     jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
-    assert "prepare" not in jobs and jobs["plot_data"] == 1
+    assert "prepare" not in jobs and "pretrain" not in jobs and jobs["plot_data"] == 1
+    cfg = write_config(tmp_path / "edit3.yaml", **{"finetune.lr": 5.0e-5})
+    jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
+    assert "pretrain" not in jobs and jobs["finetune"] == 1 and "prepare" not in jobs
 
 
 def _serve_cmd(server, tmp_path, n_sims=3, res=32):

@@ -105,6 +105,21 @@ def _relations(config):
         lo, hi = data["synthetic"][name]
         if lo >= hi:
             problems.append(f"config key 'data.synthetic.{name}': [{lo}, {hi}] is not allowed; expected low < high")
+    model = config["model"]
+    if len(model["attention"]) != len(model["channel_mults"]):
+        problems.append(
+            f"config key 'model.attention': {len(model['attention'])} entries is not allowed; expected one per "
+            f"level of model.channel_mults ({len(model['channel_mults'])})"
+        )
+    bad = [model["base_channels"] * m for m in model["channel_mults"] if (model["base_channels"] * m) % model["groups"]]
+    if bad:
+        problems.append(f"config key 'model.groups': {model['groups']} is not allowed; expected a divisor of every level's channels {bad}")
+    factor = 2 ** (len(model["channel_mults"]) - 1)
+    if low % factor:
+        problems.append(
+            f"config key 'model.channel_mults': {len(model['channel_mults'])} levels downsample by {factor}, "
+            f"which must divide prepare.low_resolution ({low})"
+        )
     if data["source"] == "local" and not data["local_dir"]:
         problems.append("config key 'data.local_dir' is null; expected a folder holding the CMD files when data.source is 'local'")
     return problems

@@ -127,3 +127,32 @@ def data_power_spectra(path, maps_per_sim=15, convention="paper", block=300):
     axes[0].set_ylabel(r"$P(k)$ of $\Sigma/\bar\Sigma - 1$ [(Mpc/$h$)$^2$]")
     fig.suptitle(f"Power spectra of {n_sims} simulations (mean of {maps_per_sim} maps each)")
     return fig
+
+
+def loss_curve(metrics_path, title="training"):
+    """Training loss (and learning rate) against iteration from a metrics .jsonl file.
+
+    The loss reaches its floor long before samples are good: judge progress by the
+    validation chi-squared, not by this curve.
+    """
+    import json
+
+    import pandas as pd
+
+    _style()
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    ax.plot(df["iteration"], df["loss"], color="C0", lw=1, label="loss (mean over log interval)")
+    if len(df) >= 10:
+        ax.plot(df["iteration"], df["loss"].rolling(10, min_periods=1).mean(), color="C3", lw=1.5, label="rolling mean (10)")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss")
+    ax2 = ax.twinx()
+    ax2.plot(df["iteration"], df["lr"], color="0.5", ls="--", lw=1)
+    ax2.set_ylabel("learning rate", color="0.5")
+    ax.legend(loc="upper right", fontsize=8)
+    speed = df["images_per_s"].median() if "images_per_s" in df else float("nan")
+    ax.set_title(f"{title}: {int(df['iteration'].max())} iterations, median {speed:.1f} images/s")
+    return fig

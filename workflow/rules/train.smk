@@ -1,0 +1,86 @@
+# Training: 64x64 pretraining, then 256x256 fine-tuning from the pretrained weights.
+# Checkpoints are declared outputs (validated one by one downstream); the resumable state
+# lives in results/<run>/state/<stage>/, which no rule declares, so a retry after a time
+# limit or preemption resumes instead of starting over.
+
+from cosmodiff.layout import checkpoint_iterations, checkpoint_name
+
+
+def checkpoints(stage):
+    its = checkpoint_iterations(config[stage]["iterations"], config[stage]["checkpoint_every"])
+    return [f"{RUN}/models/{stage}/{checkpoint_name(i)}" for i in its]
+
+
+def train_params(stage):
+    return dict(
+        model=as_json(config["model"]),
+        diffusion=as_json(config["diffusion"]),
+        settings=as_json(config[stage]),
+        state_dir=f"{RUN}/state/{stage}",
+    )
+
+
+rule pretrain:
+    """Train the U-Net at prepare.low_resolution (64x64 in the paper)."""
+    input:
+        data=f"{RUN}/data/prepared_{LOW}.h5",
+        norm=f"{RUN}/data/prepared_{NATIVE}.h5",
+        script=script("train"),
+    output:
+        checkpoints=checkpoints("pretrain"),
+        metrics=f"{RUN}/models/pretrain/metrics.jsonl",
+        figure=multiext(f"{RUN}/figures/loss_pretrain", ".png", ".pdf"),
+    params:
+        **train_params("pretrain"),
+        checkpoint_dir=lambda w, output: os.path.dirname(output.checkpoints[0]),
+    log:
+        f"{RUN}/logs/pretrain.log",
+    threads: 8
+    resources:
+        gpu=1,
+        runtime=24 * 60,
+        mem_mb=32000,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python {input.script} --stage pretrain --data {input.data:q} --norm-data {input.norm:q}"
+        " --model {params.model:q} --diffusion {params.diffusion:q} --settings {params.settings:q}"
+        " --checkpoint-dir {params.checkpoint_dir:q} --state-dir {params.state_dir:q}"
+        " --metrics {output.metrics:q} --loss-figure {output.figure[0]:q} --threads {threads} 2> {log:q}"
+
+
+rule finetune:
+    """Fine-tune at data.resolution (256x256) from the last pretraining checkpoint."""
+    input:
+        data=f"{RUN}/data/prepared_{NATIVE}.h5",
+        init=checkpoints("pretrain")[-1],
+        script=script("train"),
+    output:
+        checkpoints=checkpoints("finetune"),
+        metrics=f"{RUN}/models/finetune/metrics.jsonl",
+        figure=multiext(f"{RUN}/figures/loss_finetune", ".png", ".pdf"),
+    params:
+        **train_params("finetune"),
+        checkpoint_dir=lambda w, output: os.path.dirname(output.checkpoints[0]),
+    log:
+        f"{RUN}/logs/finetune.log",
+    threads: 8
+    resources:
+        gpu=1,
+        runtime=72 * 60,
+        mem_mb=64000,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python {input.script} --stage finetune --data {input.data:q} --norm-data {input.data:q}"
+        " --init {input.init:q} --model {params.model:q} --diffusion {params.diffusion:q}"
+        " --settings {params.settings:q} --checkpoint-dir {params.checkpoint_dir:q}"
+        " --state-dir {params.state_dir:q} --metrics {output.metrics:q}"
+        " --loss-figure {output.figure[0]:q} --threads {threads} 2> {log:q}"
+
+
+rule train:
+    """Target: both training stages."""
+    input:
+        rules.pretrain.output,
+        rules.finetune.output,

@@ -18,6 +18,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/emulate.smk"
 
 
 rule all:
@@ -25,3 +26,4 @@ rule all:
     input:
         rules.data.input,
         rules.train.input,
+        rules.emulate.input,

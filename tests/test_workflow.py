@@ -52,12 +52,16 @@ def planned_jobs(out):
     return jobs
 
 
+EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain": 1, "finetune": 1, "prepare": 1, "plot_data": 1}
+
+
 @pytest.mark.parametrize(
     "name,expected",
     [
-        ("config", {"synthesize": 1, "prepare": 1, "plot_data": 1, "pretrain": 1, "finetune": 1}),
-        ("smoke", {"synthesize": 1, "prepare": 1, "plot_data": 1, "pretrain": 1, "finetune": 1}),
-        ("paper", {"download": 2, "prepare": 1, "plot_data": 1, "pretrain": 1, "finetune": 1}),
+        # one validation job per checkpoint: demo 4 + 3, smoke 2 + 2, paper 12 + 20
+        ("config", {"synthesize": 1, "validate_checkpoint": 7, **EMULATE}),
+        ("smoke", {"synthesize": 1, "validate_checkpoint": 4, **EMULATE}),
+        ("paper", {"download": 2, "validate_checkpoint": 32, **EMULATE}),
     ],
 )
 def test_dry_run_of_every_config(tmp_path, name, expected):
@@ -88,8 +92,8 @@ def test_smoke_data_stage_outputs(smoke_run):
     for log in ["synthesize", "prepare", "plot_data"]:
         assert (run / f"logs/{log}.log").exists()
     with h5py.File(run / "data/prepared_64.h5") as f:
-        assert f["train"]["maps"].shape == (45, 64, 64)
-        assert f["val"]["maps"].shape == (15, 64, 64) and f["test"]["maps"].shape == (30, 64, 64)
+        assert f["train"]["maps"].shape == (90, 64, 64)
+        assert f["val"]["maps"].shape == (45, 64, 64) and f["test"]["maps"].shape == (45, 64, 64)
         # mass identity survives the whole chain: mean of a simulation's 15 maps (log floor
         # aside, which the particle-mesh maps at this size barely touch)
         maps = 10.0 ** f["train"]["maps"][:15].astype(np.float64)
@@ -97,7 +101,7 @@ def test_smoke_data_stage_outputs(smoke_run):
         assert maps.mean() == pytest.approx(1.3877e12 * (om - 0.049), rel=0.01)
         assert '"generator": "nbody"' in f.attrs["source"]
     with h5py.File(run / "data/prepared_16.h5") as f:
-        assert f["test"]["maps"].shape == (30, 16, 16)
+        assert f["test"]["maps"].shape == (45, 16, 16)
 
 
 def test_smoke_training_stages(smoke_run):
@@ -207,3 +211,12 @@ def test_local_folder_is_used_in_place(tmp_path):
     out = snakemake("-n", "--configfile", str(cfg), cwd=wd)
     jobs = planned_jobs(out)
     assert "download" not in jobs and "synthesize" not in jobs and jobs["prepare"] == 1
+
+
+def test_several_gpus_launch_torchrun(tmp_path):
+    cfg = write_config(tmp_path / "ddp.yaml", **{"finetune.gpus": 2})
+    out = snakemake("-n", "-p", "--configfile", str(cfg), cwd=tmp_path)
+    text = out.stdout
+    assert "torchrun --standalone --nproc_per_node=2" in text and "--stage finetune" in text
+    pretrain_cmd = next(line for line in text.splitlines() if "--stage pretrain" in line)
+    assert "python /" in pretrain_cmd and "torchrun" not in pretrain_cmd

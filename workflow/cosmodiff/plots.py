@@ -156,3 +156,182 @@ def loss_curve(metrics_path, title="training"):
     speed = df["images_per_s"].median() if "images_per_s" in df else float("nan")
     ax.set_title(f"{title}: {int(df['iteration'].max())} iterations, median {speed:.1f} images/s")
     return fig
+
+
+def chi2_vs_iteration(summary, tables, title="checkpoints"):
+    """Mean reduced chi-squared of samples per checkpoint, with the simulations' leave-one-out
+    reference as a band (range over validation points) and the selected checkpoint marked.
+
+    summary: DataFrame of :func:`cosmodiff.validation.select`.
+    tables:  mapping checkpoint -> (iteration, per-point DataFrame).
+    """
+    _style()
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    for _, (it, df) in tables.items():
+        ax.scatter(np.full(len(df), it), df["chi2_samples"], s=10, color="C0", alpha=0.4, lw=0)
+    ax.plot(summary["iteration"], summary["chi2_samples"], "o-", color="C0", label="samples (mean over points)")
+    ref = next(iter(tables.values()))[1]["chi2_sims"]
+    ax.axhspan(ref.min(), ref.max(), color="0.8", alpha=0.6, label="simulations, leave-one-out (range)")
+    ax.axhline(ref.mean(), color="0.4", lw=1)
+    best = summary.loc[summary["chi2_samples"].idxmin()]
+    ax.scatter([best["iteration"]], [best["chi2_samples"]], s=120, facecolor="none", edgecolor="C3", lw=2, label="selected", zorder=5)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(r"reduced $\chi^2$ of $P(k)$")
+    ax.set_title(f"{title}: validation chi-squared per checkpoint")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _pk(log_maps):
+    from .validation import log_power
+
+    return log_power(log_maps)
+
+
+def emulation_maps(gen_log, sim_log, params, n_show=3):
+    """Generated next to simulated maps at several parameter points (rows), shared colours.
+
+    gen_log, sim_log: lists of (n, N, N) log10 maps per point; params: (n_points, 2).
+    """
+    _style()
+    rows = len(gen_log)
+    fig, axes = plt.subplots(rows, 2 * n_show, figsize=(2.1 * 2 * n_show, 2.2 * rows + 0.6), constrained_layout=True, squeeze=False)
+    vmin, vmax = np.percentile(np.concatenate([np.ravel(s) for s in sim_log]), [0.5, 99.9])
+    for r in range(rows):
+        for c in range(n_show):
+            for j, (src, name) in enumerate(((sim_log, "simulated"), (gen_log, "generated"))):
+                ax = axes[r, 2 * c + j]
+                im = ax.imshow(src[r][c % len(src[r])], cmap=MAP_CMAP, vmin=vmin, vmax=vmax, origin="lower")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(name, fontsize=9, color="k" if j == 0 else "C3")
+        axes[r, 0].set_ylabel(rf"$\Omega_m$={params[r][0]:.3f}" + "\n" + rf"$\sigma_8$={params[r][1]:.3f}", fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.7, pad=0.01).set_label("log10 surface density")
+    fig.suptitle("Simulated (black titles) and generated (red titles) maps")
+    return fig
+
+
+def emulation_power(gen_log, sim_log, params, chi2=None):
+    """P(k) of generated and simulated maps per point (mean and map-to-map scatter).
+
+    gen_log, sim_log: lists of (n, N, N) log10 maps per point; params: (n_points, 2);
+    chi2: optional (chi2 of samples, chi2 of simulations) per point for the titles.
+    The lower panels show z(k) = (<P_gen> - <P_sim>) / sigma_sim(k): the offset of the
+    generated mean in units of the simulations' map-to-map scatter.
+    """
+    _style()
+    n = len(gen_log)
+    fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 5.2), sharex=True, constrained_layout=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [2.2, 1]})
+    for i in range(n):
+        k, ps = _pk(sim_log[i])
+        _, pg = _pk(gen_log[i])
+        ax, az = axes[0, i], axes[1, i]
+        for p, colour, label in ((ps, "k", "simulated"), (pg, "C3", "generated")):
+            m, s = p.mean(0), p.std(0, ddof=1)
+            ax.fill_between(k, m - s, m + s, color=colour, alpha=0.2, lw=0)
+            ax.loglog(k, m, color=colour, lw=1.5, label=f"{label} ({len(p)})")
+        z = (pg.mean(0) - ps.mean(0)) / ps.std(0, ddof=1)
+        az.axhspan(-1, 1, color="0.85")
+        az.plot(k, z, color="C3", lw=1)
+        az.axhline(0, color="k", lw=0.8)
+        az.set_xscale("log")
+        az.set_xlabel(r"$k$ [$h$/Mpc]")
+        title = rf"$\Omega_m$={params[i][0]:.3f} $\sigma_8$={params[i][1]:.3f}"
+        if chi2 is not None:
+            title += "\n" + rf"$\chi^2_{{red}}$ gen {chi2[i][0]:.2f}, sims {chi2[i][1]:.2f}"
+        ax.set_title(title, fontsize=9)
+    axes[0, 0].set_ylabel(r"$P(k)$ [(Mpc/$h$)$^2$]")
+    axes[1, 0].set_ylabel(r"$z(k)$ [$\sigma_{sim}$]")
+    axes[0, 0].legend(fontsize=8)
+    return fig
+
+
+def emulation_pdf(gen_log, sim_log, params):
+    """Pixel histograms of log10 surface density, generated vs simulated, per point."""
+    from .stats import pdf_distance
+
+    _style()
+    n = len(gen_log)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.4), sharey=True, constrained_layout=True, squeeze=False)
+    for i in range(n):
+        ax = axes[0, i]
+        lo, hi = np.percentile(np.ravel(sim_log[i]), [0.01, 99.99])
+        bins = np.linspace(lo - 0.3, hi + 0.3, 60)
+        ax.hist(np.ravel(sim_log[i]), bins, density=True, histtype="stepfilled", color="0.6", alpha=0.6, label="simulated")
+        ax.hist(np.ravel(gen_log[i]), bins, density=True, histtype="step", color="C3", lw=1.5, label="generated")
+        w1, ks = pdf_distance(gen_log[i], sim_log[i])
+        ax.set_yscale("log")
+        ax.set_xlabel("log10 surface density")
+        ax.set_title(rf"$\Omega_m$={params[i][0]:.2f} $\sigma_8$={params[i][1]:.2f}" + f"\nW1 {w1:.3f} dex, KS {ks:.3f}", fontsize=9)
+    axes[0, 0].set_ylabel("pixel PDF")
+    axes[0, 0].legend(fontsize=8)
+    return fig
+
+
+def emulation_response(gen_log, sim_log, params):
+    """Response of ln P(k) to each parameter, generated vs simulated.
+
+    A linear regression of ln P(k) on (Omega_m, sigma_8) across the points, bin by bin, once
+    for the simulated and once for the generated maps: d ln P / d Omega_m and d ln P / d
+    sigma_8 with their standard errors. Needs at least 3 points.
+    """
+    _style()
+    k, _ = _pk(sim_log[0][:1])
+
+    def regress(sets):
+        X, Y = [], []
+        for (om, s8), maps in zip(params, sets):
+            _, p = _pk(maps)
+            for row in np.log(p):
+                X.append([1.0, om, s8])
+                Y.append(row)
+        X, Y = np.array(X), np.array(Y)
+        beta, *_ = np.linalg.lstsq(X, Y, rcond=None)
+        resid = Y - X @ beta
+        cov = np.linalg.inv(X.T @ X)
+        s2 = (resid**2).sum(0) / max(len(X) - 3, 1)
+        se = np.sqrt(np.outer(np.diag(cov), s2))
+        return beta, se
+
+    bs, ss = regress(sim_log)
+    bg, sg = regress(gen_log)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for ax, j, name in ((axes[0], 1, "omega_m"), (axes[1], 2, "sigma_8")):
+        for b, s, colour, label in ((bs, ss, "k", "simulated"), (bg, sg, "C3", "generated")):
+            ax.fill_between(k, b[j] - s[j], b[j] + s[j], color=colour, alpha=0.2, lw=0)
+            ax.plot(k, b[j], color=colour, lw=1.5, label=label)
+        ax.set_xscale("log")
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xlabel(r"$k$ [$h$/Mpc]")
+        ax.set_ylabel(rf"$\partial \ln P / \partial${LABELS[name]}")
+        ax.set_title(f"response to {LABELS[name]} ({len(params)} points, linear fit)")
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def emulation_peaks(gen_log, sim_log, params, n_thresholds=12):
+    """Peak counts of the log-density maps above thresholds, generated vs simulated: a
+    statistic past the power spectrum that the paper did not show."""
+    from .stats import peak_counts
+
+    _style()
+    n = len(gen_log)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.4), sharey=True, constrained_layout=True, squeeze=False)
+    for i in range(n):
+        lo, hi = np.percentile(np.ravel(sim_log[i]), [50, 99.9])
+        th = np.linspace(lo, hi, n_thresholds)
+        ax = axes[0, i]
+        for maps, colour, label in ((sim_log[i], "k", "simulated"), (gen_log[i], "C3", "generated")):
+            c = peak_counts(maps, th).astype(float)
+            m, s = c.mean(0), c.std(0, ddof=1) if len(c) > 1 else np.zeros(len(th))
+            ax.fill_between(th, m - s, m + s, color=colour, alpha=0.2, lw=0)
+            ax.plot(th, m, color=colour, lw=1.5, label=label)
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_xlabel("threshold (log10 surface density)")
+        ax.set_title(rf"$\Omega_m$={params[i][0]:.2f} $\sigma_8$={params[i][1]:.2f}", fontsize=9)
+    axes[0, 0].set_ylabel("peaks per map above threshold")
+    axes[0, 0].legend(fontsize=8)
+    return fig

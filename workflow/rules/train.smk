@@ -11,8 +11,15 @@ def checkpoints(stage):
     return [f"{RUN}/models/{stage}/{checkpoint_name(i)}" for i in its]
 
 
+def launcher(stage):
+    """python for one GPU (or the CPU), torchrun with one process per GPU above that."""
+    gpus = config[stage]["gpus"]
+    return "python" if gpus == 1 else f"torchrun --standalone --nproc_per_node={gpus}"
+
+
 def train_params(stage):
     return dict(
+        launcher=launcher(stage),
         model=as_json(config["model"]),
         diffusion=as_json(config["diffusion"]),
         settings=as_json(config[stage]),
@@ -37,23 +44,24 @@ rule pretrain:
         f"{RUN}/logs/pretrain.log",
     threads: 8
     resources:
-        gpu=1,
+        gpu=config["pretrain"]["gpus"],
         runtime=24 * 60,
         mem_mb=32000,
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python {input.script} --stage pretrain --data {input.data:q} --norm-data {input.norm:q}"
+        "{params.launcher} {input.script} --stage pretrain --data {input.data:q} --norm-data {input.norm:q}"
         " --model {params.model:q} --diffusion {params.diffusion:q} --settings {params.settings:q}"
         " --checkpoint-dir {params.checkpoint_dir:q} --state-dir {params.state_dir:q}"
         " --metrics {output.metrics:q} --loss-figure {output.figure[0]:q} --threads {threads} 2> {log:q}"
 
 
 rule finetune:
-    """Fine-tune at data.resolution (256x256) from the last pretraining checkpoint."""
+    """Fine-tune at data.resolution (256x256) from the pretraining checkpoint with the lowest
+    validation chi-squared (select_checkpoint)."""
     input:
         data=f"{RUN}/data/prepared_{NATIVE}.h5",
-        init=checkpoints("pretrain")[-1],
+        init=f"{RUN}/validation/pretrain/selected.json",
         script=script("train"),
     output:
         checkpoints=checkpoints("finetune"),
@@ -66,14 +74,14 @@ rule finetune:
         f"{RUN}/logs/finetune.log",
     threads: 8
     resources:
-        gpu=1,
+        gpu=config["finetune"]["gpus"],
         runtime=72 * 60,
         mem_mb=64000,
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python {input.script} --stage finetune --data {input.data:q} --norm-data {input.data:q}"
-        " --init {input.init:q} --model {params.model:q} --diffusion {params.diffusion:q}"
+        "{params.launcher} {input.script} --stage finetune --data {input.data:q} --norm-data {input.data:q}"
+        " --init-selection {input.init:q} --model {params.model:q} --diffusion {params.diffusion:q}"
         " --settings {params.settings:q} --checkpoint-dir {params.checkpoint_dir:q}"
         " --state-dir {params.state_dir:q} --metrics {output.metrics:q}"
         " --loss-figure {output.figure[0]:q} --threads {threads} 2> {log:q}"

@@ -26,7 +26,9 @@ def main(argv=None):
     ap.add_argument("--model", required=True, help="JSON of config model")
     ap.add_argument("--diffusion", required=True, help="JSON of config diffusion")
     ap.add_argument("--settings", required=True, help="JSON of config pretrain / finetune")
-    ap.add_argument("--init", type=Path, default=None, help="checkpoint to initialise from")
+    init = ap.add_mutually_exclusive_group()
+    init.add_argument("--init", type=Path, default=None, help="checkpoint to initialise from")
+    init.add_argument("--init-selection", type=Path, default=None, help="select_checkpoint's .json naming it")
     ap.add_argument("--checkpoint-dir", required=True, type=Path)
     ap.add_argument("--state-dir", required=True, type=Path, help="resumable state (not a workflow output)")
     ap.add_argument("--metrics", required=True, type=Path, help="metrics .jsonl")
@@ -41,7 +43,11 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     with h5py.File(args.norm_data, "r") as f:
         normalisation = (float(f.attrs["norm_min"]), float(f.attrs["norm_max"]))
-    settings = TrainSettings(**json.loads(args.settings))
+    if args.init_selection:
+        args.init = Path(json.loads(args.init_selection.read_text())["checkpoint"])
+    settings = json.loads(args.settings)
+    settings.pop("gpus", None)  # how many processes torchrun launched: not a training setting
+    settings = TrainSettings(**settings)
     try:
         paths = train(
             args.data,

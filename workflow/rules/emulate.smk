@@ -1,0 +1,134 @@
+# Emulator validation and sampling: one validation job per checkpoint (the cluster runs them
+# in parallel), checkpoint selection per stage, samples from the selected checkpoint, figures.
+
+STAGE_DATA = {"pretrain": LOW, "finetune": NATIVE}
+
+
+def validation_tables(stage):
+    return [
+        f"{RUN}/validation/{stage}/{os.path.basename(c).replace('.pt', '.csv')}"
+        for c in checkpoints(stage)
+    ]
+
+
+rule validate_checkpoint:
+    """Reduced chi-squared of one checkpoint's samples at the validation points."""
+    input:
+        checkpoint=f"{RUN}/models/{{stage}}/ckpt_{{iteration}}.pt",
+        data=lambda w: f"{RUN}/data/prepared_{STAGE_DATA[w.stage]}.h5",
+        script=script("validate_checkpoint"),
+    output:
+        f"{RUN}/validation/{{stage}}/ckpt_{{iteration}}.csv",
+    wildcard_constraints:
+        stage="pretrain|finetune",
+        iteration=r"\d+",
+    params:
+        n_points=config["validation"]["n_points"],
+        n_samples=config["validation"]["n_samples"],
+        sampler=config["validation"]["sampler"],
+        steps=config["validation"]["steps"],
+        seed=config["validation"]["seed"],
+        batch_size=config["validation"]["batch_size"],
+    log:
+        f"{RUN}/logs/validate_checkpoint/{{stage}}_{{iteration}}.log",
+    threads: 8
+    resources:
+        gpu=1,
+        runtime=6 * 60,
+        mem_mb=16000,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python {input.script} --checkpoint {input.checkpoint:q} --data {input.data:q}"
+        " --n-points {params.n_points} --n-samples {params.n_samples} --sampler {params.sampler}"
+        " --steps {params.steps} --seed {params.seed} --batch-size {params.batch_size}"
+        " --threads {threads} --out {output:q} 2> {log:q}"
+
+
+rule select_checkpoint:
+    """Pick the checkpoint with the lowest mean chi-squared; chi-squared vs iteration figure."""
+    input:
+        checkpoints=lambda w: checkpoints(w.stage),
+        tables=lambda w: validation_tables(w.stage),
+        script=script("select_checkpoint"),
+    output:
+        choice=f"{RUN}/validation/{{stage}}/selected.json",
+        summary=f"{RUN}/validation/{{stage}}/summary.csv",
+        figure=multiext(f"{RUN}/figures/chi2_{{stage}}", ".png", ".pdf"),
+    wildcard_constraints:
+        stage="pretrain|finetune",
+    log:
+        f"{RUN}/logs/select_checkpoint/{{stage}}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "python {input.script} --stage {wildcards.stage} --checkpoints {input.checkpoints:q}"
+        " --tables {input.tables:q} --out {output.choice:q} --summary {output.summary:q}"
+        " --figure {output.figure[0]:q} 2> {log:q}"
+
+
+rule sample:
+    """Fields at the test simulations' parameters (and extra points) from the selected
+    fine-tuned checkpoint, in physical units."""
+    input:
+        selection=f"{RUN}/validation/finetune/selected.json",
+        data=f"{RUN}/data/prepared_{NATIVE}.h5",
+        script=script("sample"),
+    output:
+        f"{RUN}/samples/samples.h5",
+    params:
+        n_points=config["sampling"]["n_points"],
+        n_samples=config["sampling"]["n_samples"],
+        sampler=config["sampling"]["sampler"],
+        steps=config["sampling"]["steps"],
+        seed=config["sampling"]["seed"],
+        batch_size=config["sampling"]["batch_size"],
+        points=as_json(config["sampling"]["points"]),
+    log:
+        f"{RUN}/logs/sample.log",
+    threads: 8
+    resources:
+        gpu=1,
+        runtime=6 * 60,
+        mem_mb=16000,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python {input.script} --selection {input.selection:q} --data {input.data:q}"
+        " --n-points {params.n_points} --points {params.points:q} --n-samples {params.n_samples}"
+        " --sampler {params.sampler} --steps {params.steps} --seed {params.seed}"
+        " --batch-size {params.batch_size} --threads {threads} --out {output:q} 2> {log:q}"
+
+
+EMULATION_FIGURES = ["maps", "power", "pdf", "peaks", "response"]
+
+
+rule plot_emulation:
+    """The emulation figures and a per-point statistics table."""
+    input:
+        samples=rules.sample.output[0],
+        data=f"{RUN}/data/prepared_{NATIVE}.h5",
+        script=script("plot_emulation"),
+    output:
+        figures=expand(
+            f"{RUN}/figures/emulation_{{name}}.{{ext}}",
+            name=EMULATION_FIGURES,
+            ext=["png", "pdf"],
+        ),
+        table=f"{RUN}/samples/statistics.csv",
+    params:
+        outdir=lambda w, output: os.path.dirname(output.figures[0]),
+    log:
+        f"{RUN}/logs/plot_emulation.log",
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "python {input.script} --samples {input.samples:q} --data {input.data:q}"
+        " --outdir {params.outdir:q} --table {output.table:q} 2> {log:q}"
+
+
+rule emulate:
+    """Target: validation of every checkpoint, selection, samples and emulation figures."""
+    input:
+        expand(rules.select_checkpoint.output, stage=["pretrain", "finetune"]),
+        rules.plot_emulation.output,

@@ -335,3 +335,23 @@ def emulation_peaks(gen_log, sim_log, params, n_thresholds=12):
     axes[0, 0].set_ylabel("peaks per map above threshold")
     axes[0, 0].legend(fontsize=8)
     return fig
+
+
+def sampler_cost(df, title=""):
+    """Mean reduced chi-squared against network evaluations per map, per sampler; the
+    simulations' leave-one-out value as the reference line."""
+    _style()
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    d = df[df["sampler"] == "ddim"].sort_values("evaluations")
+    ax.plot(d["evaluations"], d["chi2_samples"], "o-", color="C0", label="DDIM")
+    a = df[df["sampler"] == "ancestral"]
+    if len(a):
+        ax.scatter(a["evaluations"], a["chi2_samples"], marker="s", s=60, color="C3", label="ancestral (DDPM)", zorder=5)
+    ax.axhline(df["chi2_sims"].mean(), color="0.4", ls="--", label="simulations (leave-one-out)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("network evaluations per map")
+    ax.set_ylabel(r"mean reduced $\chi^2$ of $P(k)$")
+    ax.set_title(f"Sampler cost vs fidelity {title}".strip())
+    ax.legend(fontsize=8)
+    return fig

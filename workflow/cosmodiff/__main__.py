@@ -20,7 +20,7 @@ def _sample(args):
     check_in_prior(args.omega_m, args.sigma_8)
     emu = Emulator.from_checkpoint(args.checkpoint, device=args.device)
     log_maps = emu.sample(args.omega_m, args.sigma_8, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                          batch_size=args.batch_size, resolution=args.resolution, progress=True)
+                          batch_size=args.batch_size, resolution=args.resolution, clip=not args.no_clip, progress=True)
     write_samples(args.output, log_maps[None], np.array([[args.omega_m, args.sigma_8]]), {
         "checkpoint": str(args.checkpoint), "sampler": args.sampler, "steps": args.steps,
         "evaluations_per_map": emu.evaluations(args.sampler, args.steps), "seed": args.seed,
@@ -42,6 +42,7 @@ def main(argv=None):
     s.add_argument("--steps", type=int, default=50, help="DDIM steps")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--no-clip", action="store_true", help="do not clamp x0_hat to the training range")
     s.add_argument("--resolution", type=int, default=None, help="default: the checkpoint's")
     s.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     s.set_defaults(func=_sample)

@@ -59,7 +59,7 @@ class Emulator:
         return 2 * (np.asarray(log_maps, dtype=np.float64) - lo) / (hi - lo) - 1
 
     @torch.no_grad()
-    def sample(self, omega_m, sigma_8, n, sampler="ddim", steps=50, seed=0, batch_size=16, resolution=None, progress=False):
+    def sample(self, omega_m, sigma_8, n, sampler="ddim", steps=50, seed=0, batch_size=16, resolution=None, clip=True, progress=False):
         """n log10 maps (n, N, N) float32 at one parameter point.
 
         omega_m, sigma_8: the parameter point.
@@ -71,11 +71,17 @@ class Emulator:
         batch_size:  maps per network call.
         resolution:  output size (default: the training resolution; the network is fully
                      convolutional, any multiple of its downsampling factor works).
+        clip:        clamp the denoised estimate x0_hat to [-1, 1], the range of the training
+                     maps after normalisation, at every step (as image DDPMs do). With the
+                     authors' schedule x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar)
+                     amplifies noise-prediction errors ~100 times at t ~ T; an under-trained
+                     network then produces log-densities tens of dex off without the clamp.
         progress:    show a progress bar over the denoising steps.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
         res = int(resolution or self.resolution)
+        clamp = 1.0 if clip else None
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         out = []
         for start in range(0, n, batch_size):
@@ -84,9 +90,11 @@ class Emulator:
             shape = (b, 1, res, res)
             with self._autocast():
                 if sampler == "ancestral":
-                    x = self.diffusion.sample(self.model, shape, cond, generator=gen, progress=progress, device=self.device)
+                    x = self.diffusion.sample(self.model, shape, cond, generator=gen, progress=progress, device=self.device, clip=clamp)
                 else:
-                    x = self.diffusion.ddim_sample(self.model, shape, cond, steps=steps, generator=gen, progress=progress, device=self.device)
+                    x = self.diffusion.ddim_sample(
+                        self.model, shape, cond, steps=steps, generator=gen, progress=progress, device=self.device, clip=clamp
+                    )
             out.append(x.float().cpu().numpy()[:, 0])
         return self.to_log10(np.concatenate(out)).astype(np.float32)
 

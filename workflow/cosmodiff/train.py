@@ -180,6 +180,14 @@ def diffusion_from_config(cfg):
     )
 
 
+def _file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def fingerprint(*parts):
     """Short hash of JSON-serialisable settings: a resumed state must match it."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -300,7 +308,17 @@ def train(
     start = 0
 
     state_path = Path(state_dir) / "state.pt"
-    fp = fingerprint(model_config, diffusion_config, asdict(settings), str(init_from), list(normalisation), resolution, len(x_all))
+    # a state is resumed only if it was written by the same settings from the same inputs:
+    # the initial weights by content, the data file by size and modification time
+    data_stat = Path(data_path).stat()
+    fp = fingerprint(
+        model_config,
+        diffusion_config,
+        asdict(settings),
+        _file_sha256(init_from) if init_from is not None else None,
+        list(normalisation),
+        [data_stat.st_size, data_stat.st_mtime_ns],
+    )
     ckpt_its = settings.checkpoint_iterations()
     checkpoint_dir, state_dir = Path(checkpoint_dir), Path(state_dir)
     if state_path.exists():

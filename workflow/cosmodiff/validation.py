@@ -59,14 +59,14 @@ def log_power(log_maps, convention="paper"):
     return power_spectrum(10.0 ** (x - peak), box_size=BOX_SIZE, convention=convention)
 
 
-def validate(emulator, data_path, sims, n_samples, sampler="ddim", steps=50, seed=0, batch_size=16, split="val", progress=False):
+def validate(emulator, data_path, sims, n_samples, sampler="ddim", steps=50, seed=0, batch_size=16, clip=True, split="val", progress=False):
     """The chi-squared table of one checkpoint (pandas DataFrame, one row per point).
 
     emulator:   :class:`cosmodiff.emulator.Emulator` of the checkpoint.
     data_path:  prepared file at the checkpoint's resolution.
     sims:       simulation indices of the validation points (see :func:`choose_points`).
     n_samples:  generated maps per point (paper: 50).
-    sampler, steps, batch_size: as :meth:`Emulator.sample`.
+    sampler, steps, batch_size, clip: as :meth:`Emulator.sample`.
     seed:       base seed; point i uses seed + i, so every checkpoint sees the same noise.
     """
     from tqdm.auto import tqdm
@@ -74,7 +74,7 @@ def validate(emulator, data_path, sims, n_samples, sampler="ddim", steps=50, see
     rows = []
     for i, sim in enumerate(tqdm(sims, desc="validation points", disable=not progress)):
         log_sim, (om, s8) = simulation_maps(data_path, sim, split)
-        log_gen = emulator.sample(om, s8, n_samples, sampler=sampler, steps=steps, seed=seed + i, batch_size=batch_size, resolution=log_sim.shape[-1])
+        log_gen = emulator.sample(om, s8, n_samples, sampler=sampler, steps=steps, seed=seed + i, batch_size=batch_size, resolution=log_sim.shape[-1], clip=clip)
         _, pk_sim = log_power(log_sim)
         _, pk_gen = log_power(log_gen)
         rows.append(

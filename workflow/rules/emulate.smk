@@ -29,6 +29,7 @@ rule validate_checkpoint:
         steps=config["validation"]["steps"],
         seed=config["validation"]["seed"],
         batch_size=config["validation"]["batch_size"],
+        clip=int(config["validation"]["clip"]),
     log:
         f"{RUN}/logs/validate_checkpoint/{{stage}}_{{iteration}}.log",
     threads: 8
@@ -42,7 +43,7 @@ rule validate_checkpoint:
         "python {input.script} --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --n-points {params.n_points} --n-samples {params.n_samples} --sampler {params.sampler}"
         " --steps {params.steps} --seed {params.seed} --batch-size {params.batch_size}"
-        " --threads {threads} --out {output:q} 2> {log:q}"
+        " --clip {params.clip} --threads {threads} --out {output:q} 2> {log:q}"
 
 
 rule select_checkpoint:
@@ -83,6 +84,7 @@ rule sample:
         steps=config["sampling"]["steps"],
         seed=config["sampling"]["seed"],
         batch_size=config["sampling"]["batch_size"],
+        clip=int(config["sampling"]["clip"]),
         points=as_json(config["sampling"]["points"]),
     log:
         f"{RUN}/logs/sample.log",
@@ -97,7 +99,8 @@ rule sample:
         "python {input.script} --selection {input.selection:q} --data {input.data:q}"
         " --n-points {params.n_points} --points {params.points:q} --n-samples {params.n_samples}"
         " --sampler {params.sampler} --steps {params.steps} --seed {params.seed}"
-        " --batch-size {params.batch_size} --threads {threads} --out {output:q} 2> {log:q}"
+        " --batch-size {params.batch_size} --clip {params.clip} --threads {threads}"
+        " --out {output:q} 2> {log:q}"
 
 
 EMULATION_FIGURES = ["maps", "power", "pdf", "peaks", "response"]

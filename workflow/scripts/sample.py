@@ -24,6 +24,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--batch-size", type=int, required=True)
+    ap.add_argument("--clip", type=int, choices=[0, 1], default=1, help="clamp x0_hat to the training range")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", required=True, type=Path, help="samples .h5")
     args = ap.parse_args(argv)
@@ -37,12 +38,12 @@ def main(argv=None):
     sims = choose_points(args.data, args.n_points, args.seed, split="test")
     points = [tuple(simulation_maps(args.data, s, "test")[1]) for s in sims] + [tuple(p) for p in json.loads(args.points)]
     t0 = time.perf_counter()
-    maps = [emu.sample(om, s8, args.n_samples, args.sampler, args.steps, args.seed + i, args.batch_size, progress=True)
+    maps = [emu.sample(om, s8, args.n_samples, args.sampler, args.steps, args.seed + i, args.batch_size, clip=bool(args.clip), progress=True)
             for i, (om, s8) in enumerate(points)]
     dt = time.perf_counter() - t0
     write_samples(args.out, np.stack(maps), np.array(points), {
         "checkpoint": checkpoint, "sampler": args.sampler, "steps": args.steps,
-        "evaluations_per_map": emu.evaluations(args.sampler, args.steps), "seed": args.seed,
+        "evaluations_per_map": emu.evaluations(args.sampler, args.steps), "seed": args.seed, "clip": args.clip,
         "sims": [int(s) for s in sims] + [-1] * (len(points) - len(sims)), "seconds": dt,
     })
     log.info("%d points x %d maps in %.1f s (%.2f maps/s) from %s", len(points), args.n_samples, dt,

@@ -21,6 +21,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--batch-size", type=int, required=True)
+    ap.add_argument("--clip", type=int, choices=[0, 1], default=1, help="clamp x0_hat to the training range")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", required=True, type=Path, help="table .csv")
     args = ap.parse_args(argv)
@@ -32,7 +33,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     emu = Emulator.from_checkpoint(args.checkpoint)
     sims = choose_points(args.data, args.n_points, args.seed)
-    table = validate(emu, args.data, sims, args.n_samples, args.sampler, args.steps, args.seed, args.batch_size, progress=True)
+    table = validate(emu, args.data, sims, args.n_samples, args.sampler, args.steps, args.seed, args.batch_size, clip=bool(args.clip), progress=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     log.info("%s: mean chi2 %.3f (simulations %.3f), mean |density z| %.2f, %.1f s\n%s", args.checkpoint,

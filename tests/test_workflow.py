@@ -220,3 +220,11 @@ def test_several_gpus_launch_torchrun(tmp_path):
     assert "torchrun --standalone --nproc_per_node=2" in text and "--stage finetune" in text
     pretrain_cmd = next(line for line in text.splitlines() if "--stage pretrain" in line)
     assert "python /" in pretrain_cmd and "torchrun" not in pretrain_cmd
+
+
+def test_lint_and_format_are_clean(tmp_path):
+    out = snakemake("--lint", cwd=tmp_path)
+    assert "Congratulations, your workflow is in a good condition" in out.stdout + out.stderr
+    fmt = subprocess.run([str(Path(sys.executable).parent / "snakefmt"), "--check", "Snakefile", "workflow/rules"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr

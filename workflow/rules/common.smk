@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from cosmodiff import camels  # noqa: E402
+from cosmodiff.layout import checkpoint_iterations, checkpoint_name  # noqa: E402
 from cosmodiff.config import ConfigError, validate_config  # noqa: E402
 
 try:
@@ -35,6 +36,53 @@ def script(name):
     return str(SCRIPTS / f"{name}.py")
 
 
+def figure(name, category, caption=None):
+    """A figure output: the PNG goes into `snakemake --report` with its caption
+    (workflow/report/<caption>.rst), the PDF sits beside it."""
+    png = report(
+        f"{RUN}/figures/{name}.png",
+        caption=f"../report/{caption or name}.rst",
+        category=category,
+    )
+    return [png, f"{RUN}/figures/{name}.pdf"]
+
+
 def as_json(value):
     """A config subtree as one shell-quoted JSON argument."""
     return json.dumps(value, sort_keys=True)
+
+
+# ---- training and validation file sets
+
+
+def checkpoints(stage):
+    its = checkpoint_iterations(
+        config[stage]["iterations"], config[stage]["checkpoint_every"]
+    )
+    return [f"{RUN}/models/{stage}/{checkpoint_name(i)}" for i in its]
+
+
+def launcher(stage):
+    """python for one GPU (or the CPU), torchrun with one process per GPU above that."""
+    gpus = config[stage]["gpus"]
+    return "python" if gpus == 1 else f"torchrun --standalone --nproc_per_node={gpus}"
+
+
+def train_params(stage):
+    return dict(
+        launcher=launcher(stage),
+        model=as_json(config["model"]),
+        diffusion=as_json(config["diffusion"]),
+        settings=as_json(config[stage]),
+        state_dir=f"{RUN}/state/{stage}",
+    )
+
+
+STAGE_DATA = {"pretrain": LOW, "finetune": NATIVE}
+
+
+def validation_tables(stage):
+    return [
+        f"{RUN}/validation/{stage}/{os.path.basename(c).replace('.pt', '.csv')}"
+        for c in checkpoints(stage)
+    ]

@@ -2,17 +2,24 @@
 
 if SOURCE == "download":
 
+    # Fetch one CMD file with resume, size and sha256 checks, written atomically.
     rule download:
-        """Fetch one CMD file with resume, size and sha256 checks, written atomically."""
+        input:
+            script=script("download"),
         output:
             f"{RAW}/{{filename}}",
+        log:
+            f"{RUN}/logs/download/{{filename}}.log",
         wildcard_constraints:
             filename="|".join(
                 __import__("re").escape(f)
                 for f in (camels.MAPS_FILENAME, camels.PARAMS_FILENAME)
             ),
-        input:
-            script=script("download"),
+        conda:
+            "../../envs/analysis.yaml"
+        resources:
+            runtime=240,
+            mem_mb=1000,
         params:
             base_url=config["data"]["download"]["base_url"],
             checks=lambda w: as_json(
@@ -20,13 +27,6 @@ if SOURCE == "download":
                     "maps" if w.filename == camels.MAPS_FILENAME else "params"
                 ]
             ),
-        log:
-            f"{RUN}/logs/download/{{filename}}.log",
-        conda:
-            "../../envs/analysis.yaml"
-        resources:
-            runtime=240,
-            mem_mb=1000,
         shell:
             "python {input.script} --url {params.base_url:q}/{wildcards.filename:q}"
             " --checks {params.checks:q} --out {output:q} 2> {log:q}"
@@ -34,18 +34,14 @@ if SOURCE == "download":
 
 if SOURCE == "synthetic":
 
+    # The embedded CMD-like data set: Latin hypercube, 15 maps per simulation.
     rule synthesize:
-        """The embedded CMD-like data set: Latin hypercube, 15 maps per simulation."""
+        input:
+            script=script("synthesize"),
         output:
             maps=RAW_MAPS,
             params=RAW_PARAMS,
             settings=f"{RAW}/synthetic.json",
-        input:
-            script=script("synthesize"),
-        params:
-            settings=as_json(config["data"]["synthetic"]),
-            resolution=NATIVE,
-            out_dir=lambda w, output: os.path.dirname(output.maps),
         log:
             f"{RUN}/logs/synthesize.log",
         conda:
@@ -53,6 +49,10 @@ if SOURCE == "synthetic":
         resources:
             runtime=120,
             mem_mb=4000,
+        params:
+            settings=as_json(config["data"]["synthetic"]),
+            resolution=NATIVE,
+            out_dir=lambda w, output: os.path.dirname(output.maps),
         shell:
             "python {input.script} --settings {params.settings:q}"
             " --resolution {params.resolution} --out-dir {params.out_dir:q} 2> {log:q}"
@@ -66,6 +66,13 @@ rule prepare:
         script=script("prepare"),
     output:
         expand(f"{RUN}/data/prepared_{{res}}.h5", res=RESOLUTIONS),
+    log:
+        f"{RUN}/logs/prepare.log",
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        runtime=120,
+        mem_mb=4000,
     params:
         resolutions=RESOLUTIONS,
         log_floor=config["prepare"]["log_floor"],
@@ -77,19 +84,14 @@ rule prepare:
                 **(
                     {"synthetic": config["data"]["synthetic"]}
                     if SOURCE == "synthetic"
-                    else {"base_url": config["data"]["download"]["base_url"]}
-                    if SOURCE == "download"
-                    else {"local_dir": RAW}
+                    else (
+                        {"base_url": config["data"]["download"]["base_url"]}
+                        if SOURCE == "download"
+                        else {"local_dir": RAW}
+                    )
                 ),
             }
         ),
-    log:
-        f"{RUN}/logs/prepare.log",
-    conda:
-        "../../envs/torch.yaml"
-    resources:
-        runtime=120,
-        mem_mb=4000,
     shell:
         "python {input.script} --maps {input.maps:q} --params {input.params:q}"
         " --resolutions {params.resolutions} --outputs {output:q}"
@@ -103,11 +105,8 @@ rule plot_data:
         data=f"{RUN}/data/prepared_{NATIVE}.h5",
         script=script("plot_data"),
     output:
-        gallery=multiext(f"{RUN}/figures/data_gallery", ".png", ".pdf"),
-        pk=multiext(f"{RUN}/figures/data_power_spectra", ".png", ".pdf"),
-    params:
-        columns=config["figures"]["gallery_columns"],
-        maps_per_sim=config["figures"]["pk_maps_per_sim"],
+        gallery=figure("data_gallery", "1. Data"),
+        pk=figure("data_power_spectra", "1. Data"),
     log:
         f"{RUN}/logs/plot_data.log",
     conda:
@@ -115,6 +114,9 @@ rule plot_data:
     resources:
         runtime=30,
         mem_mb=4000,
+    params:
+        columns=config["figures"]["gallery_columns"],
+        maps_per_sim=config["figures"]["pk_maps_per_sim"],
     shell:
         "python {input.script} --data {input.data:q} --columns {params.columns}"
         " --maps-per-sim {params.maps_per_sim} --gallery {output.gallery[0]:q}"

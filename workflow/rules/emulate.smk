@@ -1,15 +1,6 @@
 # Emulator validation and sampling: one validation job per checkpoint (the cluster runs them
 # in parallel), checkpoint selection per stage, samples from the selected checkpoint, figures.
 
-STAGE_DATA = {"pretrain": LOW, "finetune": NATIVE}
-
-
-def validation_tables(stage):
-    return [
-        f"{RUN}/validation/{stage}/{os.path.basename(c).replace('.pt', '.csv')}"
-        for c in checkpoints(stage)
-    ]
-
 
 rule validate_checkpoint:
     """Reduced chi-squared of one checkpoint's samples at the validation points."""
@@ -19,9 +10,18 @@ rule validate_checkpoint:
         script=script("validate_checkpoint"),
     output:
         f"{RUN}/validation/{{stage}}/ckpt_{{iteration}}.csv",
+    log:
+        f"{RUN}/logs/validate_checkpoint/{{stage}}_{{iteration}}.log",
     wildcard_constraints:
         stage="pretrain|finetune",
         iteration=r"\d+",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 8
+    resources:
+        gpu=1,
+        runtime=6 * 60,
+        mem_mb=16000,
     params:
         n_points=config["validation"]["n_points"],
         n_samples=config["validation"]["n_samples"],
@@ -30,15 +30,6 @@ rule validate_checkpoint:
         seed=config["validation"]["seed"],
         batch_size=config["validation"]["batch_size"],
         clip=int(config["validation"]["clip"]),
-    log:
-        f"{RUN}/logs/validate_checkpoint/{{stage}}_{{iteration}}.log",
-    threads: 8
-    resources:
-        gpu=1,
-        runtime=6 * 60,
-        mem_mb=16000,
-    conda:
-        "../../envs/torch.yaml"
     shell:
         "python {input.script} --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --n-points {params.n_points} --n-samples {params.n_samples} --sampler {params.sampler}"
@@ -55,11 +46,11 @@ rule select_checkpoint:
     output:
         choice=f"{RUN}/validation/{{stage}}/selected.json",
         summary=f"{RUN}/validation/{{stage}}/summary.csv",
-        figure=multiext(f"{RUN}/figures/chi2_{{stage}}", ".png", ".pdf"),
-    wildcard_constraints:
-        stage="pretrain|finetune",
+        figure=figure("chi2_{stage}", "3. Emulation", caption="chi2"),
     log:
         f"{RUN}/logs/select_checkpoint/{{stage}}.log",
+    wildcard_constraints:
+        stage="pretrain|finetune",
     conda:
         "../../envs/analysis.yaml"
     shell:
@@ -77,6 +68,15 @@ rule sample:
         script=script("sample"),
     output:
         f"{RUN}/samples/samples.h5",
+    log:
+        f"{RUN}/logs/sample.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 8
+    resources:
+        gpu=1,
+        runtime=6 * 60,
+        mem_mb=16000,
     params:
         n_points=config["sampling"]["n_points"],
         n_samples=config["sampling"]["n_samples"],
@@ -86,24 +86,12 @@ rule sample:
         batch_size=config["sampling"]["batch_size"],
         clip=int(config["sampling"]["clip"]),
         points=as_json(config["sampling"]["points"]),
-    log:
-        f"{RUN}/logs/sample.log",
-    threads: 8
-    resources:
-        gpu=1,
-        runtime=6 * 60,
-        mem_mb=16000,
-    conda:
-        "../../envs/torch.yaml"
     shell:
         "python {input.script} --selection {input.selection:q} --data {input.data:q}"
         " --n-points {params.n_points} --points {params.points:q} --n-samples {params.n_samples}"
         " --sampler {params.sampler} --steps {params.steps} --seed {params.seed}"
         " --batch-size {params.batch_size} --clip {params.clip} --threads {threads}"
         " --out {output:q} 2> {log:q}"
-
-
-EMULATION_FIGURES = ["maps", "power", "pdf", "peaks", "response"]
 
 
 rule plot_emulation:
@@ -113,18 +101,18 @@ rule plot_emulation:
         data=f"{RUN}/data/prepared_{NATIVE}.h5",
         script=script("plot_emulation"),
     output:
-        figures=expand(
-            f"{RUN}/figures/emulation_{{name}}.{{ext}}",
-            name=EMULATION_FIGURES,
-            ext=["png", "pdf"],
-        ),
+        maps=figure("emulation_maps", "3. Emulation"),
+        power=figure("emulation_power", "3. Emulation"),
+        pdf=figure("emulation_pdf", "3. Emulation"),
+        peaks=figure("emulation_peaks", "3. Emulation"),
+        response=figure("emulation_response", "3. Emulation"),
         table=f"{RUN}/samples/statistics.csv",
-    params:
-        outdir=lambda w, output: os.path.dirname(output.figures[0]),
     log:
         f"{RUN}/logs/plot_emulation.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        outdir=lambda w, output: os.path.dirname(output.maps[0]),
     shell:
         "python {input.script} --samples {input.samples:q} --data {input.data:q}"
         " --outdir {params.outdir:q} --table {output.table:q} 2> {log:q}"

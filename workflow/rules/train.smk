@@ -3,29 +3,6 @@
 # lives in results/<run>/state/<stage>/, which no rule declares, so a retry after a time
 # limit or preemption resumes instead of starting over.
 
-from cosmodiff.layout import checkpoint_iterations, checkpoint_name
-
-
-def checkpoints(stage):
-    its = checkpoint_iterations(config[stage]["iterations"], config[stage]["checkpoint_every"])
-    return [f"{RUN}/models/{stage}/{checkpoint_name(i)}" for i in its]
-
-
-def launcher(stage):
-    """python for one GPU (or the CPU), torchrun with one process per GPU above that."""
-    gpus = config[stage]["gpus"]
-    return "python" if gpus == 1 else f"torchrun --standalone --nproc_per_node={gpus}"
-
-
-def train_params(stage):
-    return dict(
-        launcher=launcher(stage),
-        model=as_json(config["model"]),
-        diffusion=as_json(config["diffusion"]),
-        settings=as_json(config[stage]),
-        state_dir=f"{RUN}/state/{stage}",
-    )
-
 
 rule pretrain:
     """Train the U-Net at prepare.low_resolution (64x64 in the paper)."""
@@ -36,19 +13,19 @@ rule pretrain:
     output:
         checkpoints=checkpoints("pretrain"),
         metrics=f"{RUN}/models/pretrain/metrics.jsonl",
-        figure=multiext(f"{RUN}/figures/loss_pretrain", ".png", ".pdf"),
-    params:
-        **train_params("pretrain"),
-        checkpoint_dir=lambda w, output: os.path.dirname(output.checkpoints[0]),
+        figure=figure("loss_pretrain", "2. Training", caption="loss"),
     log:
         f"{RUN}/logs/pretrain.log",
+    conda:
+        "../../envs/torch.yaml"
     threads: 8
     resources:
         gpu=config["pretrain"]["gpus"],
         runtime=24 * 60,
         mem_mb=32000,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        **train_params("pretrain"),
+        checkpoint_dir=lambda w, output: os.path.dirname(output.checkpoints[0]),
     shell:
         "{params.launcher} {input.script} --stage pretrain --data {input.data:q} --norm-data {input.norm:q}"
         " --model {params.model:q} --diffusion {params.diffusion:q} --settings {params.settings:q}"
@@ -66,19 +43,19 @@ rule finetune:
     output:
         checkpoints=checkpoints("finetune"),
         metrics=f"{RUN}/models/finetune/metrics.jsonl",
-        figure=multiext(f"{RUN}/figures/loss_finetune", ".png", ".pdf"),
-    params:
-        **train_params("finetune"),
-        checkpoint_dir=lambda w, output: os.path.dirname(output.checkpoints[0]),
+        figure=figure("loss_finetune", "2. Training", caption="loss"),
     log:
         f"{RUN}/logs/finetune.log",
+    conda:
+        "../../envs/torch.yaml"
     threads: 8
     resources:
         gpu=config["finetune"]["gpus"],
         runtime=72 * 60,
         mem_mb=64000,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        **train_params("finetune"),
+        checkpoint_dir=lambda w, output: os.path.dirname(output.checkpoints[0]),
     shell:
         "{params.launcher} {input.script} --stage finetune --data {input.data:q} --norm-data {input.data:q}"
         " --init-selection {input.init:q} --model {params.model:q} --diffusion {params.diffusion:q}"

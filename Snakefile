@@ -19,6 +19,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/emulate.smk"
+include: "workflow/rules/paper.smk"
 
 
 rule all:
@@ -27,3 +28,4 @@ rule all:
         rules.data.input,
         rules.train.input,
         rules.emulate.input,
+        rules.paper.output,

@@ -1,6 +1,7 @@
 """The Snakemake workflow: dry runs of every config, the smoke data stage for real, downloads
 through the `download` rule from a local HTTP server, local folders, reruns after edits."""
 
+import json
 import os
 import subprocess
 import sys
@@ -52,7 +53,8 @@ def planned_jobs(out):
     return jobs
 
 
-EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain": 1, "finetune": 1, "prepare": 1, "plot_data": 1}
+EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain": 1, "finetune": 1, "prepare": 1,
+           "plot_data": 1, "paper": 1}
 
 
 @pytest.mark.parametrize(
@@ -122,6 +124,32 @@ def test_smoke_training_stages(smoke_run):
     assert (smoke_run / "results/smoke/state/pretrain/state.pt").exists()
 
 
+def test_smoke_emulation_and_paper(smoke_run):
+    import shutil
+
+    run = smoke_run / "results/smoke"
+    for stage, n in (("pretrain", 2), ("finetune", 2)):
+        assert len(list((run / f"validation/{stage}").glob("ckpt_*.csv"))) == n
+        choice = json.loads((run / f"validation/{stage}/selected.json").read_text())
+        assert choice["stage"] == stage and Path(choice["checkpoint"]).name.startswith("ckpt_")
+    for name in ("maps", "power", "pdf", "peaks", "response"):
+        assert (run / f"figures/emulation_{name}.png").stat().st_size > 1000
+    numbers = (run / "paper/generated/numbers.tex").read_text()
+    assert "\\newcommand{\\ChiSamples}" in numbers and "\\newcommand{\\RunName}{smoke}" in numbers
+    assert "\\midrule" in (run / "paper/generated/chi2_table.tex").read_text()
+    if not (shutil.which("latexmk") or shutil.which("pdflatex")):
+        assert "no TeX engine" in (run / "paper/build.log").read_text()
+
+
+def test_report_has_every_figure(smoke_run):
+    import zipfile
+
+    snakemake("--report", "report.zip", "--configfile", str(ROOT / "config/smoke.yaml"), cwd=smoke_run)
+    names = zipfile.ZipFile(smoke_run / "report.zip").namelist()
+    for fig in ("data_gallery", "data_power_spectra", "loss_pretrain", "chi2_finetune", "emulation_power"):
+        assert any(n.endswith(f"{fig}.png") for n in names), fig
+
+
 def test_rerun_after_a_config_edit_touches_only_what_changed(smoke_run, tmp_path):
     out = snakemake("-n", "--configfile", str(ROOT / "config/smoke.yaml"), cwd=smoke_run)
     assert "Nothing to be done" in out.stdout + out.stderr
@@ -135,6 +163,10 @@ def test_rerun_after_a_config_edit_touches_only_what_changed(smoke_run, tmp_path
     cfg = write_config(tmp_path / "edit3.yaml", **{"finetune.lr": 5.0e-5})
     jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
     assert "pretrain" not in jobs and jobs["finetune"] == 1 and "prepare" not in jobs
+    # a sampling setting reruns exactly sampling and what depends on it, not training
+    cfg = write_config(tmp_path / "edit4.yaml", **{"sampling.steps": 4})
+    jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
+    assert set(jobs) - {"all"} == {"sample", "plot_emulation", "paper"}, jobs
 
 
 def _serve_cmd(server, tmp_path, n_sims=3, res=32):

@@ -75,9 +75,11 @@ rule prepare:
         mem_mb=4000,
     params:
         resolutions=RESOLUTIONS,
-        log_floor=config["prepare"]["log_floor"],
-        split=as_json(config["prepare"]["split"]),
-        downsample=config["prepare"]["downsample"],
+        options=cli(
+            log_floor=config["prepare"]["log_floor"],
+            split=as_json(config["prepare"]["split"]),
+            downsample=config["prepare"]["downsample"],
+        ),
         source=as_json(
             {
                 "source": SOURCE,
@@ -95,8 +97,7 @@ rule prepare:
     shell:
         "python {input.script} --maps {input.maps:q} --params {input.params:q}"
         " --resolutions {params.resolutions} --outputs {output:q}"
-        " --log-floor {params.log_floor} --split {params.split:q}"
-        " --downsample {params.downsample} --source {params.source:q} 2> {log:q}"
+        " {params.options} --source {params.source:q} 2> {log:q}"
 
 
 rule plot_data:
@@ -115,12 +116,13 @@ rule plot_data:
         runtime=30,
         mem_mb=4000,
     params:
-        columns=config["figures"]["gallery_columns"],
-        maps_per_sim=config["figures"]["pk_maps_per_sim"],
+        options=cli(
+            columns=config["figures"]["gallery_columns"],
+            maps_per_sim=config["figures"]["pk_maps_per_sim"],
+        ),
     shell:
-        "python {input.script} --data {input.data:q} --columns {params.columns}"
-        " --maps-per-sim {params.maps_per_sim} --gallery {output.gallery[0]:q}"
-        " --power-spectra {output.pk[0]:q} 2> {log:q}"
+        "python {input.script} --data {input.data:q} {params.options}"
+        " --gallery {output.gallery[0]:q} --power-spectra {output.pk[0]:q} 2> {log:q}"
 
 
 rule data:

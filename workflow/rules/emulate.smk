@@ -23,18 +23,12 @@ rule validate_checkpoint:
         runtime=6 * 60,
         mem_mb=16000,
     params:
-        n_points=config["validation"]["n_points"],
-        n_samples=config["validation"]["n_samples"],
-        sampler=config["validation"]["sampler"],
-        steps=config["validation"]["steps"],
-        seed=config["validation"]["seed"],
-        batch_size=config["validation"]["batch_size"],
-        clip=int(config["validation"]["clip"]),
+        options=cli(
+            **{**config["validation"], "clip": int(config["validation"]["clip"])}
+        ),
     shell:
         "python {input.script} --checkpoint {input.checkpoint:q} --data {input.data:q}"
-        " --n-points {params.n_points} --n-samples {params.n_samples} --sampler {params.sampler}"
-        " --steps {params.steps} --seed {params.seed} --batch-size {params.batch_size}"
-        " --clip {params.clip} --threads {threads} --out {output:q} 2> {log:q}"
+        " {params.options} --threads {threads} --out {output:q} 2> {log:q}"
 
 
 rule select_checkpoint:
@@ -78,20 +72,16 @@ rule sample:
         runtime=6 * 60,
         mem_mb=16000,
     params:
-        n_points=config["sampling"]["n_points"],
-        n_samples=config["sampling"]["n_samples"],
-        sampler=config["sampling"]["sampler"],
-        steps=config["sampling"]["steps"],
-        seed=config["sampling"]["seed"],
-        batch_size=config["sampling"]["batch_size"],
-        clip=int(config["sampling"]["clip"]),
-        points=as_json(config["sampling"]["points"]),
+        options=cli(
+            **{
+                **config["sampling"],
+                "clip": int(config["sampling"]["clip"]),
+                "points": as_json(config["sampling"]["points"]),
+            }
+        ),
     shell:
         "python {input.script} --selection {input.selection:q} --data {input.data:q}"
-        " --n-points {params.n_points} --points {params.points:q} --n-samples {params.n_samples}"
-        " --sampler {params.sampler} --steps {params.steps} --seed {params.seed}"
-        " --batch-size {params.batch_size} --clip {params.clip} --threads {threads}"
-        " --out {output:q} 2> {log:q}"
+        " {params.options} --threads {threads} --out {output:q} 2> {log:q}"
 
 
 rule plot_emulation:

@@ -80,9 +80,9 @@ def downsample(log_maps, resolution, method="bicubic"):
                 torchvision's resize), applied to a circularly padded copy so that the kernel
                 wraps around the periodic box instead of clamping at the edges;
                 "area" - the mean over each block of pixels (exactly periodic).
+    Both are linear in the input and commute with shifts by one output pixel.
     """
     import torch
-    import torch.nn.functional as F
 
     x = np.asarray(log_maps, dtype=np.float32)
     n = x.shape[-1]
@@ -90,24 +90,30 @@ def downsample(log_maps, resolution, method="bicubic"):
         raise ValueError(f"maps must be square, got {x.shape[-2:]}")
     if resolution == n:
         return x.copy()
+    lead = x.shape[:-2]
+    y = downsample_torch(torch.from_numpy(x.reshape(-1, 1, n, n)), resolution, method)
+    return y.reshape(*lead, resolution, resolution).numpy()
+
+
+def downsample_torch(t, resolution, method="bicubic"):
+    """:func:`downsample` on a torch tensor (B, 1, N, N), differentiable."""
+    import torch.nn.functional as F
+
+    n = t.shape[-1]
     if resolution > n or n % resolution:
         raise ValueError(f"cannot downsample {n} pixels to {resolution}: it must divide {n}")
     if method not in DOWNSAMPLE_METHODS:
         raise ValueError(f"unknown downsample method {method!r}; choose one of {DOWNSAMPLE_METHODS}")
     factor = n // resolution
-    lead = x.shape[:-2]
-    t = torch.from_numpy(x.reshape(-1, 1, n, n))
     if method == "area":
-        y = F.avg_pool2d(t, factor)
-    else:
-        # The antialiased bicubic kernel spans 2 * factor input pixels on each side; pad by a
-        # whole number of output pixels so the output grid stays aligned, then crop.
-        pad_out = 3
-        pad = pad_out * factor
-        t = F.pad(t, (pad, pad, pad, pad), mode="circular")
-        y = F.interpolate(t, size=(resolution + 2 * pad_out,) * 2, mode="bicubic", antialias=True, align_corners=False)
-        y = y[..., pad_out:-pad_out, pad_out:-pad_out]
-    return y.reshape(*lead, resolution, resolution).numpy()
+        return F.avg_pool2d(t, factor)
+    # The antialiased bicubic kernel spans 2 * factor input pixels on each side; pad by a
+    # whole number of output pixels so the output grid stays aligned, then crop.
+    pad_out = 3
+    pad = pad_out * factor
+    t = F.pad(t, (pad, pad, pad, pad), mode="circular")
+    y = F.interpolate(t, size=(resolution + 2 * pad_out,) * 2, mode="bicubic", antialias=True, align_corners=False)
+    return y[..., pad_out:-pad_out, pad_out:-pad_out]
 
 
 class _RunningStats:

@@ -19,6 +19,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/emulate.smk"
+include: "workflow/rules/infer.smk"
 include: "workflow/rules/paper.smk"
 
 
@@ -28,4 +29,5 @@ rule all:
         rules.data.input,
         rules.train.input,
         rules.emulate.input,
+        rules.infer.input,
         rules.paper.output,

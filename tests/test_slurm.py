@@ -40,7 +40,7 @@ FAST_POLL = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-betwee
 # The node of the test cluster has 2 CPUs: the GPU rules' `threads: 8` (-> --cpus-per-task 8)
 # cannot be scheduled on it, so the runs cap threads at 2, as the local reference run does.
 MAX_THREADS = ["--max-threads", "2"]
-GPU_RULES = {"pretrain", "finetune", "validate_checkpoint", "sample"}
+GPU_RULES = {"pretrain", "finetune", "validate_checkpoint", "sample", "posterior"}
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/")
 
 # TODO(marker): add "slurm: starts a local SLURM cluster (root, apt)" to pyproject's markers,
@@ -303,8 +303,16 @@ def test_smoke_on_slurm_equals_a_local_run(smoke_runs):
     for stage in ("pretrain", "finetune"):
         rel = Path("validation") / stage / "selected.json"
         assert json.loads((slurm / rel).read_text()) == json.loads((local / rel).read_text())
-    # the samples (a GPU rule too); `seconds` is the wall time of sampling
+    # the samples and the posterior grids (GPU rules too): same numbers
     _assert_same_h5(slurm / "samples" / "samples.h5", local / "samples" / "samples.h5", skip_attrs=("seconds",))
+    grids = sorted(p.name for p in (local / "inference").glob("field_*.h5"))
+    assert grids == sorted(p.name for p in (slurm / "inference").glob("field_*.h5"))
+    for name in grids:
+        a, b = _h5_items(slurm / "inference" / name), _h5_items(local / "inference" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            if not isinstance(a[key], dict):
+                assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), (name, key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,6 +418,17 @@ def test_training_killed_at_its_time_limit_resumes_on_the_retry(training):
           f"attempt 2 (SLURM job {jobs[1]}) resumed at iteration {resumed[1]}")
 
 
+def _kill_job_processes(job):
+    out = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True, env=_env(), check=True)
+    pids = {int(line.split()[0]) for line in out.stdout.splitlines()[1:] if line.split() and line.split()[1] == job}
+    assert pids, out.stdout
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_a_killed_job_leaves_no_output_a_later_run_trusts(training):
     run, models = training["run"], training["run"] / "models" / "pretrain"
     args = ["--profile", str(training["profile"]), "--configfile", str(training["config"]), *FAST_POLL, *MAX_THREADS]
@@ -423,8 +442,11 @@ def test_a_killed_job_leaves_no_output_a_later_run_trusts(training):
             if jobs and ckpts and _last_iteration(run) >= int(ckpts[-1].stem.split("_")[1]) + 5:
                 job = jobs[-1]
                 last_ckpt = int(ckpts[-1].stem.split("_")[1])
-                # a crash: SIGKILL to every process of the job, no chance to save anything
-                subprocess.run(["scancel", "--full", "--signal=KILL", job], check=True, env=_env())
+                # a crash: SIGKILL to every process of the job (the node is this machine), so
+                # nothing gets to clean up or save. (Not `scancel`: SLURM turns even
+                # `scancel --signal=KILL` into SIGTERM first, and plugin 2.8 never notices a
+                # job in state 'CANCELLED by <uid>', so snakemake would wait forever.)
+                _kill_job_processes(job)
                 break
             time.sleep(0.3)
         assert job is not None, f"pretrain never got going:\n{sm.text()[-4000:]}"

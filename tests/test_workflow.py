@@ -61,9 +61,10 @@ EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain":
     "name,expected",
     [
         # one validation job per checkpoint: demo 4 + 3, smoke 2 + 2, paper 12 + 20
-        ("config", {"synthesize": 1, "validate_checkpoint": 7, **EMULATE}),
-        ("smoke", {"synthesize": 1, "validate_checkpoint": 4, **EMULATE}),
-        ("paper", {"download": 2, "validate_checkpoint": 32, **EMULATE}),
+        # ... and one posterior job per test field: demo 8, smoke 2, paper 150
+        ("config", {"synthesize": 1, "validate_checkpoint": 7, "posterior": 8, "calibration": 1, **EMULATE}),
+        ("smoke", {"synthesize": 1, "validate_checkpoint": 4, "posterior": 2, "calibration": 1, **EMULATE}),
+        ("paper", {"download": 2, "validate_checkpoint": 32, "posterior": 150, "calibration": 1, **EMULATE}),
     ],
 )
 def test_dry_run_of_every_config(tmp_path, name, expected):
@@ -139,6 +140,18 @@ def test_smoke_emulation_and_paper(smoke_run):
     assert "\\midrule" in (run / "paper/generated/chi2_table.tex").read_text()
     if not (shutil.which("latexmk") or shutil.which("pdflatex")):
         assert "no TeX engine" in (run / "paper/build.log").read_text()
+
+
+def test_smoke_inference(smoke_run):
+    import pandas as pd
+
+    run = smoke_run / "results/smoke"
+    df = pd.read_csv(run / "inference/summary.csv")
+    assert df["field"].tolist() == [0, 1] and (df["evaluations"] > 0).all()
+    assert {"omega_m_mean", "omega_m_std", "omega_m_lo68", "sigma_8_hi95", "omega_m_z"} <= set(df.columns)
+    cov = json.loads((run / "inference/coverage.json").read_text())
+    assert cov["n"] == 2 and 0 <= cov["omega_m_coverage68"] <= 1
+    assert (run / "figures/inference_calibration.png").stat().st_size > 1000
 
 
 def test_report_has_every_figure(smoke_run):

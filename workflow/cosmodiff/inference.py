@@ -22,33 +22,53 @@ Pieces:
 * Calibration: :func:`coverage` of the intervals and z-scores over many fields.
 
 Estimators of U (``Potential(estimator=...)``); every one adds ``prior_kl`` except
-"truncated", and every one is a function of theta only once the noise seed is fixed:
+"truncated", and every one is a deterministic function of theta once the noise seed is
+fixed (common random numbers: every theta sees the same x_t at every t):
 
 ``"truncated"``
     The authors' baseline: sum of the bound terms over t = 0..t_max (t_max = 10 in the
-    paper's grid scans), one noise draw per t. Cost t_max + 1 network calls per theta. Not
-    the likelihood: the terms for t > t_max depend on theta too, and dropping them biases
-    and widens the posterior (method.md section 4: a prototype's means moved by 0.7-1 sigma,
-    widths grew 1.1-2.3 times).
+    paper's grid scans), one noise draw per t; t_max + 1 evaluations per theta. Not the
+    likelihood: the terms for t > t_max depend on theta too (32 x 32, exact denoiser: 60-90%
+    of dU/dOmega_m comes from t > 200, through the mean density), and dropping them biases
+    and widens the posterior (noise-free, two fields, both normalisations below: KL to the exact
+    posterior 0.44-1.03 nats, widths 1.07-2.08 times, means off by up to 1.3 sigma).
 ``"exact"``
-    The whole bound: every t = 0..T-1 (T calls per theta). Reference for "full".
-``"full"``
-    An unbiased estimate of the "exact" sum at a fraction of its cost. The small-t terms
-    carry most of the value and of the theta dependence at pixel scale, and they change
-    fast with t, so t = 0..t_exact-1 are summed exactly. The rest, [t_exact, T), is cut into
-    ``n_strata`` strata whose edges are spaced geometrically in t (the terms fall roughly
-    as a power of t, so equal-log strata hold terms of similar size); one t is drawn
-    uniformly in each stratum and weighted by the stratum's size n_k. With the noise fixed,
-    E[sum_k n_k L(t_k)] = sum_{t >= t_exact} L(t), and the variance is exactly
-    sum_k n_k^2 Var_k(L), Var_k the population variance of the terms inside stratum k
-    (:func:`stratified_variance`). The sampled t are drawn once from ``strata_seed``
-    (default ``noise_seed``) and shared by every theta, and the noise of each t is the
-    common random number ``crn_noise(noise_seed, t)``, exactly what ``nll_bound`` and the
-    "exact" estimator use: what matters for the posterior is the variance of U *differences*
-    between parameter points, and both the noise and the sampled t are common to all of
-    them. Cost t_exact + n_strata calls per theta (default 50 + 50 = 100, a tenth of T =
-    1000). Measured on 32 x 32 lognormal fields with the :class:`WienerOracle`: see
-    tests/test_inference.py (its printout) and the report of the session that wrote this.
+    Every t = 0..T-1, one draw each (T = 1000 evaluations per theta): ``nll_bound``.
+``"full"`` (default)
+    An unbiased estimate of the whole bound at a fraction of the cost, built from two
+    measured facts (32 x 32 lognormal fields, exact denoiser): (i) each term is a one-draw
+    Monte Carlo estimate, and the noise, though common to all theta, tilts U(theta) at
+    random and moves the posterior; (ii) at a training-like normalisation ((lo, hi) =
+    (7, 15), x0 in [-1, 1]) 65-84% of the variance of dU/dtheta comes from t = 0 and
+    95-97% from t < 5. So: t = 0..t_exact-1 (default 20) are all evaluated, with extra
+    noise draws at the smallest t (``FULL_DRAWS``: 16 at t = 0, 8 at t = 1..3, 4 at 4..9, 2
+    at 10..19: 84 evaluations); [t_exact, T) is cut into ``n_strata`` (80) strata with
+    edges uniform in sqrt(t) (``spacing=0.5``: sampling density ~ t^-1/2, near the Neyman
+    allocation for a per-t noise variance falling as 1/t), one t drawn uniformly per stratum
+    and weighted by the stratum size n_k. Given the noise, E[sum_k n_k L(t_k)] =
+    sum_{t >= t_exact} L(t) with variance sum_k n_k^2 Var_k(L) (:func:`stratified_variance`);
+    averaging draws keeps every term unbiased. The sampled t come from ``strata_seed``
+    (default ``noise_seed``), shared by every theta. Cost 164 evaluations per theta (a sixth
+    of "exact").
+
+    Measured posterior-mean noise (standard deviation over noise seeds, in units of the
+    posterior sigma, Omega_m / sigma_8), 32 x 32: normalisation (7, 15): "full" 0.17 / 0.13
+    at 164 evaluations, "exact" 0.44 / 0.36 at 1000, 50 exact t + 50 strata without extra
+    draws 0.51 / 0.36 at 100; normalisation (11.5, 11.75), where the variance is spread over all t:
+    "full" 0.33 / 0.22, "exact" 0.15 / 0.13. Reaching ~0.05 sigma takes ~8000 evaluations
+    per theta there (tests: the slow test). ``antithetic`` pairs each draw with -eps: it
+    halves the t = 0 variance but does nothing at t >= 1 (the part even in eps dominates),
+    so it is off by default.
+
+Normalisation matters beyond units: the decoder and first reverse steps have variance
+beta_0 = 1e-4 in normalised units, so Fourier modes of x0 with variance below ~10 beta_0 are
+invisible to the bound (it is then the likelihood of a slightly noised field), and modes
+with variance above ~1 / abar_{T-1} ~ 1e4 are not forgotten by the chain. With (7, 15) at
+32 x 32, 6% of the modes of the lognormal maps are below beta_0 and those below 10 beta_0
+carry most of the Fisher information of the exact likelihood; the exact denoiser's bound is
+then 0.14 nats/pixel above the NLL and, even without noise, its posterior is 0.98-1.28
+times as wide and up to 0.7 sigma off (4 fields). With (11.5, 11.75) every mode is >= 17 beta_0, the gap is 0.01
+nats/pixel and the noise-free posterior is within 0.06 sigma and 2.4% of the exact one.
 
 Units: a map enters the network as ``x0 = 2 (log10 Sigma - lo) / (hi - lo) - 1`` (the
 training normalisation); U is in nats of that normalised field. The Jacobian to physical
@@ -118,6 +138,7 @@ def strata_edges(
     # strictly increasing: each stratum at least 1 wide, still ending at T
     for k in range(1, n_strata + 1):
         edges[k] = max(edges[k], edges[k - 1] + 1)
+    edges[-1] = T
     for k in range(n_strata - 1, 0, -1):
         edges[k] = min(edges[k], edges[k + 1] - 1)
     return edges
@@ -185,12 +206,10 @@ class Potential:
 
     Noise draws: every bound term is a one-draw Monte Carlo estimate of its expectation
     over x_t, and that noise, although common to all theta, tilts the surface at random
-    and shifts the posterior. On 32 x 32 lognormal fields with the exact denoiser most of
-    the variance of dU/dtheta sits at t = 0..4 (65-84% at t = 0 alone for the
-    normalisation (7, 15)), so extra draws there are cheap and effective:
-    ``n_noise={5: 8}`` averages 8 draws at t < 5 (35 more evaluations per theta).
-    ``antithetic`` pairs every draw with -eps, which cancels the part of each term that is
-    odd in eps (for a linear denoiser, all of the term linear in eps).
+    and shifts the posterior; ``n_noise`` averages several draws per timestep (the "full"
+    default, ``FULL_DRAWS``, puts them at the smallest t, where the variance sits for a
+    training-like normalisation). ``antithetic`` pairs every draw with -eps, which cancels
+    the part of each term that is odd in eps. See the module docstring for measurements.
 
     The network should be in eval mode (a ``torch.nn.Module`` is put there). No autocast:
     the bound sums a term per pixel and needs at least float32.

@@ -355,3 +355,99 @@ def sampler_cost(df, title=""):
     ax.set_title(f"Sampler cost vs fidelity {title}".strip())
     ax.legend(fontsize=8)
     return fig
+
+
+def _caveat(fig, text):
+    fig.text(0.5, -0.02, text, ha="center", va="top", fontsize=8, color="0.3", wrap=True)
+
+
+UNDERTRAINED = ("A network trained for minutes on a CPU gives over-confident posteriors: these figures show the "
+                "machinery, not results. Credible network posteriors need the GPU-sized training (config/paper.yaml).")
+
+
+def posterior_contours(posts, truths, exacts=None):
+    """68/95% highest-density contours of each field's posterior (red), the exact posterior
+    (black, where known) and the truth (star)."""
+    _style()
+    n = len(posts)
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.3 * rows), constrained_layout=True, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        for post, colour, label in [(posts[i], "C3", "diffusion")] + ([(exacts[i], "k", "exact")] if exacts else []):
+            levels = sorted(post.levels[m] for m in (0.95, 0.68))
+            ax.contour(post.omega_m, post.sigma_8, post.density.T, levels=levels + [post.density.max() * 1.01],
+                       colors=colour, linewidths=[1.0, 1.8, 0])
+            ax.plot([], [], color=colour, label=label)
+        ax.plot(*truths[i], marker="*", ms=12, color="gold", mec="k", label="truth")
+        ax.set_xlabel(LABELS["omega_m"])
+        ax.set_ylabel(LABELS["sigma_8"])
+        ax.set_title(f"field {i}", fontsize=9)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Posteriors from the variational bound (68% and 95% regions)")
+    _caveat(fig, UNDERTRAINED)
+    return fig
+
+
+def calibration(df, cov):
+    """Predicted vs true with 1-sigma error bars per parameter, the z-score distribution, and
+    the empirical coverage of the 68% / 95% intervals with binomial errors."""
+    _style()
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.9), constrained_layout=True)
+    for ax, name in zip(axes[:2], ("omega_m", "sigma_8")):
+        t, m, s = df[f"{name}_truth"], df[f"{name}_mean"], df[f"{name}_std"]
+        ax.errorbar(t, m, yerr=s, fmt="o", ms=3, color="C3", ecolor="C3", alpha=0.8, label="diffusion")
+        if f"exact_{name}_mean" in df:
+            ax.errorbar(t, df[f"exact_{name}_mean"], yerr=df[f"exact_{name}_std"], fmt="s", ms=3, color="k",
+                        alpha=0.5, label="exact")
+        lim = [min(t.min(), m.min()), max(t.max(), m.max())]
+        ax.plot(lim, lim, color="0.5", lw=1)
+        ax.set_xlabel(f"true {LABELS[name]}")
+        ax.set_ylabel(f"posterior mean {LABELS[name]}")
+        ax.legend(fontsize=7)
+    z = np.concatenate([cov["omega_m_z"], cov["sigma_8_z"]])
+    zc = np.clip(z, -10, 10)
+    axes[2].hist([np.clip(cov["omega_m_z"], -10, 10), np.clip(cov["sigma_8_z"], -10, 10)], bins=np.linspace(-10, 10, 41),
+                 label=[LABELS["omega_m"], LABELS["sigma_8"]], stacked=True, density=True)
+    xs = np.linspace(-10, 10, 400)
+    axes[2].plot(xs, np.exp(-xs**2 / 2) / np.sqrt(2 * np.pi), color="k", lw=1, label="N(0, 1)")
+    axes[2].set_xlabel("z = (mean - truth) / std (clipped at 10)")
+    axes[2].set_title(f"mean |z| = {np.abs(z).mean():.2f} (calibrated: 0.80)", fontsize=9)
+    axes[2].legend(fontsize=7)
+    del zc
+    x = np.arange(2)
+    for j, (m, tag) in enumerate(((0.68, 68), (0.95, 95))):
+        vals = [cov[f"omega_m_coverage{tag}"], cov[f"sigma_8_coverage{tag}"]]
+        axes[3].bar(x + 0.38 * j, vals, width=0.36, yerr=cov[f"se{tag}"], capsize=3, label=f"{tag}% interval")
+        axes[3].axhline(m, color=f"C{j}", ls="--", lw=1)
+    axes[3].set_xticks(x + 0.19, [LABELS["omega_m"], LABELS["sigma_8"]])
+    axes[3].set_ylim(0, 1.05)
+    axes[3].set_ylabel("empirical coverage")
+    axes[3].legend(fontsize=7)
+    fig.suptitle(f"Calibration over {cov['n']} test fields")
+    _caveat(fig, UNDERTRAINED)
+    return fig
+
+
+def exact_comparison(df):
+    """Per field, the diffusion posterior against the exact one (lognormal data): mean shift
+    in units of the exact standard deviation, and width ratio."""
+    _style()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for k, name in enumerate(("omega_m", "sigma_8")):
+        axes[0].plot(df["field"], df[f"vs_exact_shift_{name}"], "o", color=f"C{k}", label=LABELS[name])
+        axes[1].plot(df["field"], df[f"vs_exact_width_{name}"], "o", color=f"C{k}", label=LABELS[name])
+    axes[0].axhspan(-0.15, 0.15, color="0.85", label="oracle target")
+    axes[0].set_ylabel(r"(mean - exact mean) / exact $\sigma$")
+    axes[1].axhspan(0.95, 1.05, color="0.85")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("width / exact width")
+    for ax in axes:
+        ax.set_xlabel("test field")
+        ax.legend(fontsize=7)
+    fig.suptitle("Diffusion posterior against the exact lognormal posterior")
+    _caveat(fig, UNDERTRAINED)
+    return fig

@@ -19,7 +19,6 @@ variance >= 17 beta_0; ``test_bound_is_loose_at_training_normalisation`` pins th
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np

@@ -3,7 +3,7 @@
 The diffusion network is replaced by :class:`WienerOracle`, the exact E[eps | x_t] of the
 lognormal synthetic maps, so that the whole inference chain can be checked against the exact
 lognormal posterior without training. Fields are 32 x 32; one truth (0.3, 0.8), two fields;
-a 9 x 9 grid within +-0.08 of the truth (exact posterior widths at 32 x 32 are 0.022-0.030,
+a 7 x 7 grid within +-0.08 of the truth (exact posterior widths at 32 x 32 are 0.022-0.030,
 so the grid spans about +-3 sigma).
 
 Normalisation. The bound's decoder and first reverse steps have variance beta_0 = 1e-4 in
@@ -47,10 +47,11 @@ TIGHT = (11.5, 11.75)
 TRAINING = (7.0, 15.0)
 TRUTH = (0.3, 0.8)
 RES = 32
+NG = 7  # grid points per axis
 
 
 # --------------------------------------------------------------------------------------------
-# shared fixtures (module scope: the 81 spectra cost ~0.25 s each, once)
+# shared fixtures (module scope: the 49 spectra cost ~0.25 s each, once)
 # --------------------------------------------------------------------------------------------
 
 
@@ -72,7 +73,7 @@ def maps():
 
 @pytest.fixture(scope="module")
 def grid():
-    return grid_around(TRUTH, 0.08, 9)
+    return grid_around(TRUTH, 0.08, NG)
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +291,7 @@ def test_bound_is_loose_at_training_normalisation(diffusion, maps, exact, grid, 
     assert gap > 0.05
     x0s = unit(maps, TRAINING)
     U = np.stack([loose.expected_bound(x0s, th, diffusion) for th in thetas], axis=1)
-    rows = [compare(GridPosterior.from_potential(*grid, U[i].reshape(9, 9)), exact[i]) for i in range(2)]
+    rows = [compare(GridPosterior.from_potential(*grid, U[i].reshape(NG, NG)), exact[i]) for i in range(2)]
     widths = [r[f"width_{p}"] for r in rows for p in ("omega_m", "sigma_8")]
     assert max(widths) > 1.05
     print(f"\nnormalisation {TRAINING}: bound gap {gap:.3f} nats/px; noise-free bound vs exact posterior: "
@@ -313,8 +314,8 @@ def test_full_bound_reproduces_the_exact_posterior(diffusion, oracle, maps, exac
     terms = np.stack([oracle.expected_bound(x0s, th, diffusion, return_terms=True)[1] for th in thetas], axis=1)
     prior = diffusion.prior_kl(torch.from_numpy(x0s)[:, None]).numpy()
     for i in range(2):
-        e_full = compare(GridPosterior.from_potential(*grid, (terms[i].sum(1) + prior[i]).reshape(9, 9)), exact[i])
-        e_trunc = compare(GridPosterior.from_potential(*grid, terms[i][:, :11].sum(1).reshape(9, 9)), exact[i])
+        e_full = compare(GridPosterior.from_potential(*grid, (terms[i].sum(1) + prior[i]).reshape(NG, NG)), exact[i])
+        e_trunc = compare(GridPosterior.from_potential(*grid, terms[i][:, :11].sum(1).reshape(NG, NG)), exact[i])
         for p in ("omega_m", "sigma_8"):
             assert abs(e_full[f"shift_{p}"]) <= 0.15
             assert abs(e_full[f"width_{p}"] - 1) <= 0.05
@@ -327,8 +328,8 @@ def test_full_bound_reproduces_the_exact_posterior(diffusion, oracle, maps, exac
             post = grid_posterior(pot, *grid)
             res[est] = (compare(post, exact[i]), post.evaluations, time.perf_counter() - t0)
         full, trunc = res["full"][0], res["truncated"][0]
-        assert res["full"][1] == 81 * (sum(FULL_DRAWS_COUNT()) + 80)
-        assert res["truncated"][1] == 81 * 11
+        assert res["full"][1] == NG**2 * (sum(FULL_DRAWS_COUNT()) + 80)
+        assert res["truncated"][1] == NG**2 * 11
         # one noise seed: the posterior moves by the Monte Carlo noise of the bound (its
         # standard deviation is ~0.3 sigma for 164 evaluations per theta here; see the
         # slow test for the strict thresholds with more draws)
@@ -378,7 +379,7 @@ def test_full_bound_with_many_draws_meets_the_strict_thresholds(diffusion, oracl
 
 def test_common_random_numbers_smooth_the_surface(diffusion, oracle, maps, grid):
     om, s8 = grid
-    line = np.stack([om, np.full_like(om, s8[4])], axis=1)  # omega_m line through the truth
+    line = np.stack([om, np.full_like(om, s8[NG // 2])], axis=1)  # omega_m line through the truth
     field = np.log10(maps[0])
     crn = Potential(oracle, diffusion, field, TIGHT, noise_seed=0)(line)
     indep = np.concatenate(

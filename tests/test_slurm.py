@@ -179,6 +179,15 @@ def test_paper_dry_run_through_the_profile(tmp_path):
     assert profile["executor"] == "slurm" and profile["retries"] >= 1 and profile["rerun-incomplete"] is True
     assert "seconds-between-status-checks" not in profile and "slurm-init-seconds-before-status-checks" not in profile
 
+    # slurm_extra must not carry what the plugin sets itself (it refuses the job otherwise)
+    from snakemake_executor_plugin_slurm.validation import get_forbidden_slurm_options
+
+    for rule, res in profile["set-resources"].items():
+        for pattern, what in get_forbidden_slurm_options().items():
+            assert not re.search(pattern, str(res.get("slurm_extra", ""))), (rule, what)
+    for stage in ("pretrain", "finetune"):  # the early warning the training needs: TERM, not USR1
+        assert "--signal=TERM@" in profile["set-resources"][stage]["slurm_extra"]
+
     out = snakemake(tmp_path, "-n", "--profile", "profiles/slurm")  # cwd ROOT: profile's configfile
     assert "Using profile profiles/slurm" in out.stdout + out.stderr
     blocks = _rule_blocks(out.stdout)
@@ -326,12 +335,16 @@ CHECKPOINT_EVERY = 50
 def training(cluster, tmp_path_factory):
     """A work dir with the smoke data prepared, a config whose pretraining is far longer than a
     minute (20,000 iterations), and the profile as a site would edit it: partition, account,
-    and a 1-minute time limit for pretrain's first attempt (30 minutes after)."""
+    and a 1-minute time limit for pretrain's first attempt (30 minutes after). (A copy of the
+    profile, not --set-resources: that option would replace the profile's whole set-resources.)"""
     root = tmp_path_factory.mktemp("training")
     config = write_config(root / "long.yaml", pretrain=dict(iterations=20000, checkpoint_every=CHECKPOINT_EVERY, log_every=1))
     profile = load_profile()
     profile["default-resources"].update(slurm_partition=cluster["partition"], slurm_account=cluster["account"])
     profile["set-resources"]["pretrain"]["runtime"] = "1 if attempt == 1 else 30"
+    # the time limit itself, not the profile's early warning (--signal=TERM@300 would come
+    # at once in a 1-minute job, before the training could catch it)
+    profile["set-resources"]["pretrain"].pop("slurm_extra", None)
     (root / "profile").mkdir()
     (root / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
     work = root / "work"

@@ -4,9 +4,11 @@
 # at will; what is already running is left alone.
 #
 #   sudo tests/cluster/start.sh            # state, config and logs under /tmp/cosmodiff-slurm
-#   export SLURM_CONF=/tmp/cosmodiff-slurm/etc/slurm.conf
-#   sinfo; sbatch ...; tests/cluster/stop.sh
+#   sinfo; sbatch -p cosmodiff -A cosmodiff --gpus 1 --wrap 'echo $CUDA_VISIBLE_DEVICES'
+#   sudo tests/cluster/stop.sh             # --clean also removes the state dir
 #
+# The config lives in the state dir; /etc/slurm/slurm.conf becomes a link to it (the commands
+# run inside jobs do not see SLURM_CONF), unless a real SLURM config is there: then it stops.
 # What it does (as in docs/method.md section 5): installs slurm-wlm, slurmdbd, munge and
 # mariadb-server if missing; starts munged (as user munge) and mariadbd-safe; creates a database
 # and user for slurmdbd; writes slurmdbd.conf (mode 600), slurm.conf and gres.conf under the

@@ -7,6 +7,7 @@
 set -uo pipefail
 
 STATE=${COSMODIFF_SLURM_DIR:-/tmp/cosmodiff-slurm}
+CLUSTER=cosmodiff   # ClusterName in start.sh
 [[ -d $STATE ]] || { echo "stop.sh: no cluster state in $STATE" >&2; exit 0; }
 export SLURM_CONF=$STATE/etc/slurm.conf
 
@@ -25,11 +26,24 @@ stop_pidfile() {
 }
 
 if [[ -f $STATE/run/slurmctld.pid ]] && kill -0 "$(cat "$STATE/run/slurmctld.pid")" 2>/dev/null; then
-    scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+    scancel --quiet --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 60); do [[ -z $(squeue -h 2>/dev/null) ]] && break; sleep 0.5; done
 fi
 stop_pidfile "$STATE/run/slurmd.pid" slurmd
 stop_pidfile "$STATE/run/slurmctld.pid" slurmctld
 stop_pidfile "$STATE/run/slurmdbd.pid" slurmdbd
+
+# Job processes that escaped SLURM's process tracking (proctrack/linuxproc follows parent
+# links, so a process whose parent died is lost to it): every process whose environment
+# says it runs in a job of this test cluster.
+for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}
+    pid=${pid%/environ}
+    [[ $pid == "$$" ]] && continue
+    if tr '\0' '\n' <"$environ" 2>/dev/null | grep -qx "SLURM_CLUSTER_NAME=$CLUSTER"; then
+        kill -9 "$pid" 2>/dev/null && echo "killed leftover job process $pid" >&2
+    fi
+done
 
 if [[ -f $STATE/run/started-mariadb ]]; then
     mysqladmin shutdown 2>/dev/null && echo "stopped mariadb" >&2

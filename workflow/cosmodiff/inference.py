@@ -82,6 +82,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -155,7 +156,7 @@ def stratified_timesteps(
     float64 arrays of length ``t_exact + n_strata``; ``sum(weights) == T``."""
     edges = strata_edges(T, t_exact, n_strata, spacing)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x57A7])
-    drawn = np.array([rng.integers(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])], dtype=np.int64)
+    drawn = np.array([rng.integers(lo, hi) for lo, hi in pairwise(edges)], dtype=np.int64)
     timesteps = np.concatenate([np.arange(int(t_exact), dtype=np.int64), drawn])
     weights = np.concatenate([np.ones(int(t_exact)), np.diff(edges).astype(np.float64)])
     return timesteps, weights
@@ -174,7 +175,7 @@ def stratified_variance(
     terms = np.asarray(terms, dtype=np.float64)
     edges = strata_edges(terms.shape[-1], t_exact, n_strata, spacing)
     var = np.zeros(terms.shape[:-1])
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in pairwise(edges):
         var = var + (hi - lo) ** 2 * terms[..., lo:hi].var(axis=-1)
     return var
 
@@ -683,12 +684,12 @@ class GridPosterior:
             row[f"{name}_std"] = float(self.std[k])
             row[f"{name}_mode"] = float(self.mode[k])
             for m in MASSES:
-                tag = int(round(100 * m))
+                tag = round(100 * m)
                 row[f"{name}_lo{tag}"] = float(self.intervals[m][k, 0])
                 row[f"{name}_hi{tag}"] = float(self.intervals[m][k, 1])
         row["corr"] = float(self.cov[0, 1] / (self.std[0] * self.std[1]))
         for m in MASSES:
-            row[f"level{int(round(100 * m))}"] = self.levels[m]
+            row[f"level{round(100 * m)}"] = self.levels[m]
         row["n_omega_m"], row["n_sigma_8"] = int(self.shape[0]), int(self.shape[1])
         row["evaluations"] = -1 if self.evaluations is None else int(self.evaluations)
         if truth is not None:
@@ -929,11 +930,11 @@ def coverage(
     n = len(rows)
     out = {"n": n}
     for m in MASSES:
-        out[f"se{int(round(100 * m))}"] = math.sqrt(m * (1 - m) / n) if n else float("nan")
+        out[f"se{round(100 * m)}"] = math.sqrt(m * (1 - m) / n) if n else float("nan")
     for k, name in enumerate(PARAMS):
         tr = truths[:, k]
         for m in MASSES:
-            tag = int(round(100 * m))
+            tag = round(100 * m)
             lo = np.array([r[f"{name}_lo{tag}"] for r in rows])
             hi = np.array([r[f"{name}_hi{tag}"] for r in rows])
             out[f"{name}_coverage{tag}"] = float(np.mean((lo <= tr) & (tr <= hi)))
@@ -944,7 +945,7 @@ def coverage(
     if len(hpd) == n and n:
         hpd = np.array(hpd)
         for m in MASSES:
-            out[f"hpd_coverage{int(round(100 * m))}"] = float(np.mean(hpd <= m))
+            out[f"hpd_coverage{round(100 * m)}"] = float(np.mean(hpd <= m))
     return out
 
 
@@ -960,7 +961,7 @@ __all__ = [
     "exact_lognormal_posterior",
     "grid_around",
     "grid_posterior",
+    "strata_edges",
     "stratified_timesteps",
     "stratified_variance",
-    "strata_edges",
 ]

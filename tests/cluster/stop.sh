@@ -40,7 +40,7 @@ for environ in /proc/[0-9]*/environ; do
     pid=${environ#/proc/}
     pid=${pid%/environ}
     [[ $pid == "$$" ]] && continue
-    if tr '\0' '\n' <"$environ" 2>/dev/null | grep -qx "SLURM_CLUSTER_NAME=$CLUSTER"; then
+    if { tr '\0' '\n' <"$environ"; } 2>/dev/null | grep -qx "SLURM_CLUSTER_NAME=$CLUSTER"; then
         kill -9 "$pid" 2>/dev/null && echo "killed leftover job process $pid" >&2
     fi
 done

@@ -43,9 +43,7 @@ MAX_THREADS = ["--max-threads", "2"]
 GPU_RULES = {"pretrain", "finetune", "validate_checkpoint", "sample", "posterior"}
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/")
 
-# TODO(marker): add "slurm: starts a local SLURM cluster (root, apt)" to pyproject's markers,
-# then add pytest.mark.slurm here.
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
 
 def _env(**extra):

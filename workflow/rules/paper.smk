@@ -5,6 +5,11 @@ import shutil
 TEX = shutil.which("latexmk") or shutil.which("pdflatex")
 
 
+# Runs where the workflow was started: that is where the TeX engine was looked for.
+localrules:
+    paper,
+
+
 rule paper:
     """Generated includes (numbers, chi-squared table) and, with a TeX engine, the PDF."""
     input:

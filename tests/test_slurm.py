@@ -445,6 +445,9 @@ def test_a_killed_job_leaves_no_output_a_later_run_trusts(training):
     run, models = training["run"], training["run"] / "models" / "pretrain"
     args = ["--profile", str(training["profile"]), "--configfile", str(training["config"]), *FAST_POLL, *MAX_THREADS]
     job = None
+    # the previous test's snakemake may have been stopped at exit (SIGINT/SIGKILL): release
+    # the lock it can leave behind on the shared working directory
+    snakemake(training["work"], "--unlock", *args, check=False)
     with Run(training["work"], "pretrain", *args, "--retries", "0") as sm:  # see the failure, no retry
         deadline = time.time() + 600
         while time.time() < deadline and sm.proc.poll() is None:

@@ -431,14 +431,17 @@ def test_training_killed_at_its_time_limit_resumes_on_the_retry(training):
 
 
 def _kill_job_processes(job):
-    out = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True, env=_env(), check=True)
+    """SIGKILL every process of a running job; False if the job has none (yet) on the node."""
+    out = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True, env=_env(), check=False)
     pids = {int(line.split()[0]) for line in out.stdout.splitlines()[1:] if line.split() and line.split()[1] == job}
-    assert pids, out.stdout
+    if out.returncode or not pids:
+        return False
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    return True
 
 
 def test_a_killed_job_leaves_no_output_a_later_run_trusts(training):
@@ -448,21 +451,23 @@ def test_a_killed_job_leaves_no_output_a_later_run_trusts(training):
     # the previous test's snakemake may have been stopped at exit (SIGINT/SIGKILL): release
     # the lock it can leave behind on the shared working directory
     snakemake(training["work"], "--unlock", *args, check=False)
+    before = _last_iteration(run)  # metrics of the previous test's run, resumed from here
     with Run(training["work"], "pretrain", *args, "--retries", "0") as sm:  # see the failure, no retry
         deadline = time.time() + 600
         while time.time() < deadline and sm.proc.poll() is None:
             jobs = [j for j, rule in submitted_jobs(sm.text()) if rule == "pretrain"]
             ckpts = sorted(models.glob("ckpt_*.pt"))
             # kill it in the middle of a checkpoint interval, after it wrote declared outputs
-            if jobs and ckpts and _last_iteration(run) >= int(ckpts[-1].stem.split("_")[1]) + 5:
-                job = jobs[-1]
+            reached = _last_iteration(run)
+            if jobs and ckpts and reached >= max(int(ckpts[-1].stem.split("_")[1]), before) + 5:
                 last_ckpt = int(ckpts[-1].stem.split("_")[1])
                 # a crash: SIGKILL to every process of the job (the node is this machine), so
                 # nothing gets to clean up or save. (Not `scancel`: SLURM turns even
                 # `scancel --signal=KILL` into SIGTERM first, and plugin 2.8 never notices a
                 # job in state 'CANCELLED by <uid>', so snakemake would wait forever.)
-                _kill_job_processes(job)
-                break
+                if _kill_job_processes(jobs[-1]):  # only once it runs on the node
+                    job = jobs[-1]
+                    break
             time.sleep(0.3)
         assert job is not None, f"pretrain never got going:\n{sm.text()[-4000:]}"
         sm.proc.wait(timeout=300)

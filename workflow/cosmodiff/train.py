@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import camels
 from .diffusion import GaussianDiffusion, make_betas, make_sampler
 from .layout import checkpoint_iterations, checkpoint_name
 from .unet import UNet
@@ -180,14 +181,6 @@ def diffusion_from_config(cfg):
     )
 
 
-def _file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fingerprint(*parts):
     """Short hash of JSON-serialisable settings: a resumed state must match it."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -315,7 +308,7 @@ def train(
         model_config,
         diffusion_config,
         asdict(settings),
-        _file_sha256(init_from) if init_from is not None else None,
+        camels.sha256sum(init_from) if init_from is not None else None,
         list(normalisation),
         [data_stat.st_size, data_stat.st_mtime_ns],
     )

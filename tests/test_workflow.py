@@ -61,8 +61,8 @@ EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain":
     "name,expected",
     [
         # one validation job per checkpoint: demo 4 + 3, smoke 2 + 2, paper 12 + 20
-        # ... and one posterior job per test field: demo 8, smoke 2, paper 150
-        ("config", {"synthesize": 1, "validate_checkpoint": 7, "posterior": 8, "calibration": 1, **EMULATE}),
+        # ... and one posterior job per test field: demo 15, smoke 2, paper 150
+        ("config", {"synthesize": 1, "validate_checkpoint": 7, "posterior": 15, "calibration": 1, **EMULATE}),
         ("smoke", {"synthesize": 1, "validate_checkpoint": 4, "posterior": 2, "calibration": 1, **EMULATE}),
         ("paper", {"download": 2, "validate_checkpoint": 32, "posterior": 150, "calibration": 1, **EMULATE}),
     ],

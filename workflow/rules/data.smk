@@ -10,6 +10,8 @@ if SOURCE == "download":
             f"{RAW}/{{filename}}",
         log:
             f"{RUN}/logs/download/{{filename}}.log",
+        benchmark:
+            f"{RUN}/benchmarks/download/{{filename}}.tsv"
         wildcard_constraints:
             filename="|".join(
                 __import__("re").escape(f)
@@ -44,6 +46,8 @@ if SOURCE == "synthetic":
             settings=f"{RAW}/synthetic.json",
         log:
             f"{RUN}/logs/synthesize.log",
+        benchmark:
+            f"{RUN}/benchmarks/synthesize.tsv"
         conda:
             "../../envs/analysis.yaml"
         resources:
@@ -68,6 +72,8 @@ rule prepare:
         expand(f"{RUN}/data/prepared_{{res}}.h5", res=RESOLUTIONS),
     log:
         f"{RUN}/logs/prepare.log",
+    benchmark:
+        f"{RUN}/benchmarks/prepare.tsv"
     conda:
         "../../envs/torch.yaml"
     resources:
@@ -110,6 +116,8 @@ rule plot_data:
         pk=figure("data_power_spectra", "1. Data"),
     log:
         f"{RUN}/logs/plot_data.log",
+    benchmark:
+        f"{RUN}/benchmarks/plot_data.tsv"
     conda:
         "../../envs/analysis.yaml"
     resources:

@@ -12,6 +12,8 @@ rule validate_checkpoint:
         f"{RUN}/validation/{{stage}}/ckpt_{{iteration}}.csv",
     log:
         f"{RUN}/logs/validate_checkpoint/{{stage}}_{{iteration}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/validate_checkpoint/{{stage}}_{{iteration}}.tsv"
     wildcard_constraints:
         stage="pretrain|finetune",
         iteration=r"\d+",
@@ -43,6 +45,8 @@ rule select_checkpoint:
         figure=figure("chi2_{stage}", "3. Emulation", caption="chi2"),
     log:
         f"{RUN}/logs/select_checkpoint/{{stage}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/select_checkpoint/{{stage}}.tsv"
     wildcard_constraints:
         stage="pretrain|finetune",
     conda:
@@ -64,6 +68,8 @@ rule sample:
         f"{RUN}/samples/samples.h5",
     log:
         f"{RUN}/logs/sample.log",
+    benchmark:
+        f"{RUN}/benchmarks/sample.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 8
@@ -99,6 +105,8 @@ rule plot_emulation:
         table=f"{RUN}/samples/statistics.csv",
     log:
         f"{RUN}/logs/plot_emulation.log",
+    benchmark:
+        f"{RUN}/benchmarks/plot_emulation.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:

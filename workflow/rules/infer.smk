@@ -21,6 +21,8 @@ rule posterior:
         exact=[f"{RUN}/inference/field_{{field}}_exact.h5"] if EXACT else [],
     log:
         f"{RUN}/logs/posterior/field_{{field}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/posterior/field_{{field}}.tsv"
     wildcard_constraints:
         field=r"\d+",
     conda:
@@ -53,6 +55,8 @@ rule calibration:
         exact=figure("inference_exact", "4. Inference") if EXACT else [],
     log:
         f"{RUN}/logs/calibration.log",
+    benchmark:
+        f"{RUN}/benchmarks/calibration.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -32,6 +32,8 @@ rule paper:
         pdf=[f"{RUN}/paper/main.pdf"] if TEX else [],
     log:
         f"{RUN}/logs/paper.log",
+    benchmark:
+        f"{RUN}/benchmarks/paper.tsv"
     conda:
         "../../envs/torch.yaml"
     params:

@@ -16,6 +16,8 @@ rule pretrain:
         figure=figure("loss_pretrain", "2. Training", caption="loss"),
     log:
         f"{RUN}/logs/pretrain.log",
+    benchmark:
+        f"{RUN}/benchmarks/pretrain.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 8
@@ -46,6 +48,8 @@ rule finetune:
         figure=figure("loss_finetune", "2. Training", caption="loss"),
     log:
         f"{RUN}/logs/finetune.log",
+    benchmark:
+        f"{RUN}/benchmarks/finetune.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 8

@@ -66,12 +66,13 @@ def main(argv=None):
            "scan": s["scan"], "seconds": seconds, **post.summary(truth=truth)}
     attrs = {"field": args.field, "sim": sim, "truth": list(truth), "checkpoint": checkpoint, "settings": s}
     if args.exact:
-        # the exact posterior of the same field, scanned on its own (coarse to fine) grid
+        # the exact posterior of the same field, scanned with the same coarse-to-fine settings
+        # on its own grids (it may sit where the network's fine grids do not reach)
         ex = json.loads(args.exact)
         t1 = time.perf_counter()
         exact = inference.coarse_to_fine(
             lambda th: -np.array([lognormal_log10_likelihood(field, a, b, ex["native_resolution"], ex["method"]) for a, b in th]),
-            n_coarse=5, n_fine=9, max_refine=2,
+            n_coarse=s["n_coarse"], n_fine=s["n_fine"], max_refine=s["max_refine"],
         )
         row.update({f"exact_{k}": v for k, v in exact.summary(truth=truth).items() if k.endswith(("_mean", "_std", "_z"))})
         row.update({f"vs_exact_{k}": v for k, v in inference.compare(post, exact).items() if k != "kl"})

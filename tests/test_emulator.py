@@ -76,6 +76,43 @@ def test_cli_sample(trained, tmp_path):
     assert bad.returncode == 2 and "omega_m=0.9 lies outside the CAMELS prior" in bad.stderr
 
 
+def test_cli_infer(trained, tmp_path):
+    """`python -m cosmodiff infer` on a prepared test map and on a physical map twice its size
+    (downsampled as prepare does): the same posterior; bad maps are refused with the reason."""
+    from cosmodiff.inference import GridPosterior
+
+    data, ckpt = trained
+    log_map = prepare.load_split(data, "test")[0][0]
+    np.save(tmp_path / "log.npy", log_map)
+    physical = synthetic.lognormal_maps(0.3, 0.8, 1, 9, 32)[0]
+    np.save(tmp_path / "phys.npy", physical)
+    opts = ["--checkpoint", str(ckpt), "--estimator", "truncated", "--t-max", "2", "--n-coarse", "3", "--n-fine", "3",
+            "--max-refine", "1"]
+
+    def infer(*args):
+        return subprocess.run([sys.executable, "-m", "cosmodiff", "infer", *args, *opts], capture_output=True, text=True)
+
+    done = infer(str(tmp_path / "log.npy"), "--units", "log10", "--truth", "0.3", "0.8", "-o", str(tmp_path / "p.h5"))
+    assert done.returncode == 0, done.stderr
+    assert "omega_m  mean" in done.stdout and "sigma_8  mean" in done.stdout
+    assert f"{(9 + 9) * 3} network evaluations" in done.stdout  # 3x3 coarse + 3x3 fine, t = 0..2
+    post, attrs = GridPosterior.from_hdf5(tmp_path / "p.h5")
+    assert post.shape == (3, 3) and np.isclose(post.prob.sum(), 1) and json.loads(attrs["truth"]) == [0.3, 0.8]
+    # the physical 32^2 map gives the posterior of its prepared 16^2 version
+    np.save(tmp_path / "phys_log16.npy", prepare.downsample(prepare.log_transform(physical), 16, "bicubic"))
+    a = infer(str(tmp_path / "phys.npy"), "-o", str(tmp_path / "a.h5"))
+    b = infer(str(tmp_path / "phys_log16.npy"), "--units", "log10", "-o", str(tmp_path / "b.h5"))
+    assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+    np.testing.assert_allclose(GridPosterior.from_hdf5(tmp_path / "a.h5")[0].prob,
+                               GridPosterior.from_hdf5(tmp_path / "b.h5")[0].prob, rtol=1e-4, atol=1e-8)
+    np.save(tmp_path / "odd.npy", np.ones((24, 24)))
+    bad = infer(str(tmp_path / "odd.npy"))
+    assert bad.returncode == 2 and "needs a multiple of 16 pixels per side" in bad.stderr
+    np.save(tmp_path / "cube.npy", np.ones((2, 16, 16)))
+    bad = infer(str(tmp_path / "cube.npy"))
+    assert bad.returncode == 2 and "expected one square map" in bad.stderr
+
+
 def test_validation_table(trained):
     data, ckpt = trained
     sims = validation.choose_points(data, 2, seed=0)

@@ -62,7 +62,9 @@ EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain":
     [
         # one validation job per checkpoint: demo 4 + 3, smoke 2 + 2, paper 12 + 20
         # ... and one posterior job per test field: demo 15, smoke 2, paper 150
-        ("config", {"synthesize": 1, "validate_checkpoint": 7, "posterior": 15, "calibration": 1, **EMULATE}),
+        # ... and the exact-denoiser check where the data are lognormal (demo only)
+        ("config", {"synthesize": 1, "validate_checkpoint": 7, "posterior": 15, "calibration": 1, "oracle": 1,
+                    **EMULATE}),
         ("smoke", {"synthesize": 1, "validate_checkpoint": 4, "posterior": 2, "calibration": 1, **EMULATE}),
         ("paper", {"download": 2, "validate_checkpoint": 32, "posterior": 150, "calibration": 1, **EMULATE}),
     ],
@@ -180,6 +182,30 @@ def test_rerun_after_a_config_edit_touches_only_what_changed(smoke_run, tmp_path
     cfg = write_config(tmp_path / "edit4.yaml", **{"sampling.steps": 4})
     jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
     assert set(jobs) - {"all"} == {"sample", "plot_emulation", "paper"}, jobs
+
+
+def test_oracle_rule_checks_the_bound_against_the_exact_posterior(tmp_path):
+    """On lognormal data the `oracle` rule needs no training: synthesize, prepare, then the
+    exact denoiser in the potential. The noise-free bound reproduces the exact posterior
+    (demo, 3 fields at 64^2: shifts <= 0.014 sigma, widths within 1.2%); here 16^2 fields
+    from 64^2 maps, one field."""
+    import pandas as pd
+
+    cfg = write_config(tmp_path / "oracle.yaml", **{
+        "run": "oracle", "data.synthetic.generator": "lognormal", "data.synthetic.n_sims": 8,
+        "oracle.n_fields": 1, "oracle.n_grid": 7, "oracle.n_noise": 2,
+    })
+    snakemake("results/oracle/inference/oracle.csv", "--cores", "2", "--configfile", str(cfg), cwd=tmp_path)
+    run = tmp_path / "results/oracle"
+    assert not (run / "models").exists()  # nothing was trained
+    df = pd.read_csv(run / "inference/oracle.csv").set_index("method")
+    assert list(df.index) == ["exact", "bound", "full", "full, 2 draws", "truncated"]
+    bound = df.loc["bound"]
+    assert abs(bound["shift_omega_m"]) < 0.15 and abs(bound["shift_sigma_8"]) < 0.15, bound
+    assert abs(bound["width_omega_m"] - 1) < 0.05 and abs(bound["width_sigma_8"] - 1) < 0.05, bound
+    assert df.loc["exact", "kl"] == 0 and df.loc["full", "evaluations"] < df.loc["full, 2 draws", "evaluations"]
+    assert (run / "figures/inference_oracle.png").stat().st_size > 1000
+    assert (run / "figures/inference_oracle.pdf").exists()
 
 
 def _serve_cmd(server, tmp_path, n_sims=3, res=32):

@@ -1,6 +1,7 @@
 """User commands outside the workflow.
 
     python -m cosmodiff sample --checkpoint CKPT --omega-m 0.3 --sigma-8 0.8 -n 16 -o out.h5
+    python -m cosmodiff infer --checkpoint CKPT field.npy [-o posterior.h5]
 
 (also installed as the ``cosmodiff`` command).
 """
@@ -29,6 +30,59 @@ def _sample(args):
     return 0
 
 
+def read_field(path, resolution, units="physical", log_floor=1e9, downsample="bicubic"):
+    """A map from .npy as the network sees it: log10 surface density at ``resolution``.
+    ``units``: "physical" ((Msun/h)/(Mpc/h)^2, as CMD: floored at log_floor, log10) or "log10"
+    (already prepared). A larger map is downsampled as in prepare; a smaller one is an error."""
+    import numpy as np
+
+    from . import prepare
+
+    field = np.load(path)
+    if field.ndim != 2 or field.shape[0] != field.shape[1]:
+        raise ValueError(f"{path} holds an array of shape {field.shape}; expected one square map (N, N)")
+    if units == "physical":
+        if not np.all(np.isfinite(field)) or field.min() < 0:
+            raise ValueError(f"{path} has negative or non-finite values: not a surface density (use --units log10 for log maps)")
+        field = prepare.log_transform(field, log_floor)
+    n = field.shape[0]
+    if n < resolution or n % resolution:
+        raise ValueError(f"{path} is {n}x{n}: the checkpoint works at {resolution}x{resolution}, "
+                         f"so the map needs a multiple of {resolution} pixels per side")
+    if n > resolution:
+        field = prepare.downsample(field, resolution, downsample)
+    return np.asarray(field, dtype=np.float64)
+
+
+def _infer(args):
+    import json
+
+    from . import inference
+    from .emulator import Emulator
+
+    emu = Emulator.from_checkpoint(args.checkpoint, device=args.device)
+    field = read_field(args.field, emu.resolution, args.units, args.log_floor, args.downsample)
+    potential = inference.Potential.from_emulator(
+        emu, field, estimator=args.estimator, t_max=args.t_max, t_exact=args.t_exact, n_strata=args.n_strata,
+        n_noise=args.n_noise, noise_seed=args.noise_seed, batch_size=args.batch_size, progress=True,
+    )
+    print(f"{args.estimator} bound, {potential.evaluations_per_theta} network evaluations per parameter point",
+          file=sys.stderr)
+    post = inference.coarse_to_fine(potential, n_coarse=args.n_coarse, n_fine=args.n_fine, max_refine=args.max_refine)
+    truth = tuple(args.truth) if args.truth else None
+    summary = post.summary(truth=truth)
+    for k, name in enumerate(inference.PARAMS):
+        print(f"{name:8s} mean {post.mean[k]:.4f}  std {post.std[k]:.4f}  "
+              f"68% [{summary[f'{name}_lo68']:.4f}, {summary[f'{name}_hi68']:.4f}]  "
+              f"95% [{summary[f'{name}_lo95']:.4f}, {summary[f'{name}_hi95']:.4f}]")
+    print(f"{post.evaluations} network evaluations")
+    if args.output:
+        post.to_hdf5(args.output, {"checkpoint": str(args.checkpoint), "field": str(args.field),
+                                   "truth": list(truth) if truth else [], "settings": json.dumps(vars(args), default=str)})
+        print(f"wrote the posterior grid to {args.output}")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="cosmodiff", description="Diffusion-model emulation and inference for CAMELS maps.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -46,6 +100,27 @@ def main(argv=None):
     s.add_argument("--resolution", type=int, default=None, help="default: the checkpoint's")
     s.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     s.set_defaults(func=_sample)
+    i = sub.add_parser("infer", help="posterior of (Omega_m, sigma_8) for one map from the variational bound")
+    i.add_argument("field", help="a map in a .npy file: (N, N), N a multiple of the checkpoint's resolution")
+    i.add_argument("--checkpoint", required=True, help="a training checkpoint (.pt)")
+    i.add_argument("-o", "--output", default=None, help="write the posterior grid here (.h5)")
+    i.add_argument("--units", choices=["physical", "log10"], default="physical",
+                   help="physical: (Msun/h)/(Mpc/h)^2 as in CMD; log10: an already prepared map")
+    i.add_argument("--log-floor", type=float, default=1e9, help="physical maps: floor before log10 (prepare.log_floor)")
+    i.add_argument("--downsample", choices=["bicubic", "area"], default="bicubic", help="for maps larger than the checkpoint's")
+    i.add_argument("--truth", type=float, nargs=2, default=None, metavar=("OMEGA_M", "SIGMA_8"), help="report z-scores")
+    i.add_argument("--estimator", choices=["full", "truncated", "exact"], default="full")
+    i.add_argument("--t-max", type=int, default=10, help="truncated: last timestep (authors: 10)")
+    i.add_argument("--t-exact", type=int, default=20, help="full: timesteps summed exactly")
+    i.add_argument("--n-strata", type=int, default=80, help="full: strata of the other timesteps")
+    i.add_argument("--n-noise", type=int, default=None, help="noise draws per timestep (default: more at the smallest t)")
+    i.add_argument("--noise-seed", type=int, default=0)
+    i.add_argument("--n-coarse", type=int, default=11, help="coarse grid points per axis over the prior")
+    i.add_argument("--n-fine", type=int, default=21, help="fine grid points per axis")
+    i.add_argument("--max-refine", type=int, default=2)
+    i.add_argument("--batch-size", type=int, default=64)
+    i.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
+    i.set_defaults(func=_infer)
     args = ap.parse_args(argv)
     try:
         return args.func(args)

@@ -81,7 +81,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
 
@@ -90,7 +89,7 @@ import torch
 
 from .cosmology import BOX_SIZE, PRIOR
 from .diffusion import crn_noise, crn_seed
-from .synthetic import lognormal_log_likelihood, lognormal_spectrum
+from .synthetic import log10_spectrum, lognormal_log_likelihood
 
 ESTIMATORS = ("full", "truncated", "exact")
 #: Default noise draws of the "full" estimator: {t_end: draws at t < t_end} (84 evaluations
@@ -377,15 +376,6 @@ def _draws(n_noise, t):
 # --------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1024)
-def _log_spectrum(omega_m, sigma_8, resolution, box_size):
-    """(eigenvalues of C_g as a float64 tensor, ln Sigma_bar, sigma_g^2) of one parameter
-    point, cached for every oracle (lognormal_spectrum keeps only 64, and a new cosmology
-    costs ~0.25 s of halofit)."""
-    spec = lognormal_spectrum(omega_m, sigma_8, resolution, box_size)
-    return torch.from_numpy(spec.gaussian), float(spec.log_mean), float(spec.variance_g)
-
-
 class WienerOracle(torch.nn.Module):
     """The exact E[eps | x_t, theta] of the lognormal synthetic maps, in normalised units.
 
@@ -396,6 +386,12 @@ class WienerOracle(torch.nn.Module):
     E[eps | x_t] = sqrt(1 - abar) Sigma_t^{-1} (x_t - sqrt(abar) mu),
     Sigma_t = abar A^2 C_g + (1 - abar) I, diagonal in Fourier space (applied with FFTs).
     Spectra are cached per (Omega_m, sigma_8, N). Computed in float64 (returned in x_t's dtype).
+
+    Prepared fields: with ``native_resolution`` larger than the fields' N, the maps are taken
+    to be made at that resolution and downsampled by ``prepare.downsample(..., N, method)``,
+    which is linear in log10 Sigma and commutes with shifts, so the field stays Gaussian with
+    the aliased spectrum of :func:`cosmodiff.synthetic.log10_spectrum` (the same one that
+    gives the exact likelihood of the workflow's prepared fields).
     """
 
     def __init__(
@@ -403,13 +399,15 @@ class WienerOracle(torch.nn.Module):
         diffusion,          # The GaussianDiffusion whose alphas_cumprod define x_t.
         normalisation,      # (lo, hi) of the log10 maps: x0 = 2 (log10 - lo) / (hi - lo) - 1.
         box_size = BOX_SIZE,  # Side of the periodic box, Mpc/h (that of the maps).
+        native_resolution = None,  # Resolution the maps were generated at (None: that of the fields).
+        method   = "bicubic",  # Downsampling of prepare, when native_resolution is larger.
     ):
         super().__init__()
         self.abar = np.asarray(diffusion.alphas_cumprod, dtype=np.float64)
         self.normalisation = tuple(float(v) for v in normalisation)
-        lo, hi = self.normalisation
-        self.scale = 2.0 / ((hi - lo) * LN10)  # A
         self.box_size = float(box_size)
+        self.native_resolution = None if native_resolution is None else int(native_resolution)
+        self.method = str(method)
         self._cache = {}
 
     def spectrum(
@@ -419,14 +417,16 @@ class WienerOracle(torch.nn.Module):
         resolution,         # Pixels per side N.
     ):
         """(lambda, mu): the eigenvalues (N, N) float64 tensor of the covariance of x0,
-        A^2 C_g, and its mean mu (a float), cached."""
+        A^2 C_g (log10 units: (2 / (hi - lo))^2 times those of log10 Sigma), and its mean mu
+        (a float), cached."""
         key = (float(omega_m), float(sigma_8), int(resolution))
         hit = self._cache.get(key)
         if hit is None:
-            gaussian, log_mean, variance_g = _log_spectrum(key[0], key[1], key[2], self.box_size)
+            native = max(key[2], self.native_resolution or 0)
+            lam10, mean10 = log10_spectrum(key[0], key[1], native, key[2], self.method, self.box_size)
             lo, hi = self.normalisation
-            mu = 2.0 * ((log_mean - 0.5 * variance_g) / LN10 - lo) / (hi - lo) - 1.0
-            hit = (self.scale**2 * gaussian, float(mu))
+            mu = 2.0 * (mean10 - lo) / (hi - lo) - 1.0
+            hit = (torch.from_numpy((2.0 / (hi - lo)) ** 2 * lam10), float(mu))
             self._cache[key] = hit
         return hit
 
@@ -902,6 +902,70 @@ def compare(
 
 
 # --------------------------------------------------------------------------------------------
+# the oracle check: the whole machinery against the exact posterior, no network
+# --------------------------------------------------------------------------------------------
+
+def oracle_check(
+    field_log10,        # A prepared lognormal field: log10 surface density (N, N).
+    diffusion,          # The GaussianDiffusion of the workflow (schedule, model variance).
+    normalisation,      # (lo, hi) of the training maps, as the network would see the field.
+    estimators,         # {label: Potential keywords (estimator, t_max, t_exact, n_strata, n_noise, noise_seed, ...)}: the Monte Carlo scans.
+    native_resolution = None,  # Resolution the field was generated at (None: N).
+    method   = "bicubic",      # Downsampling of prepare.
+    n_grid   = 11,      # Points per axis of the common grid.
+    n_coarse = 5,       # Points per axis of the coarse grid that finds the exact posterior.
+):
+    """Posteriors of one lognormal field on one grid with the network replaced by the exact
+    denoiser (:class:`WienerOracle`): ``exact`` (lognormal_log10_likelihood), ``bound`` (the
+    oracle's whole bound without noise, in closed form: what every estimator estimates), and
+    one :class:`Potential` scan per entry of ``estimators`` (Monte Carlo with common random
+    numbers, exactly as a network is scanned). The common grid is the last one of
+    :func:`coarse_to_fine` on the exact posterior (its mean +- 5 sigma, within the prior):
+    it resolves the reference wherever it lies, not only near the truth.
+
+    Returns ({label: GridPosterior}, [row per label]) with ``method``, ``evaluations``
+    (denoiser calls), ``seconds`` and :func:`compare` against ``exact``. A difference from
+    ``exact`` can only come from the bound itself (``bound``: the decoder variance beta_0
+    hides modes of x0 whose variance is below it) or from an estimator's noise and
+    truncation: none from a network."""
+    import time
+
+    from .synthetic import lognormal_log10_likelihood
+
+    field = np.asarray(field_log10, dtype=np.float64)
+    native = int(native_resolution or field.shape[-1])
+    oracle = WienerOracle(diffusion, normalisation, native_resolution=native, method=method)
+    lo, hi = oracle.normalisation
+    x0 = (2.0 * (field - lo) / (hi - lo) - 1.0)[None]
+
+    def exact(theta):
+        return -np.array([lognormal_log10_likelihood(field, a, b, native, method) for a, b in theta])
+
+    def bound(theta):
+        return np.array([oracle.expected_bound(x0, th, diffusion)[0] for th in theta])
+
+    t0 = time.perf_counter()
+    ref = coarse_to_fine(exact, n_coarse=n_coarse, n_fine=n_grid, max_refine=2)
+    axes = (ref.omega_m, ref.sigma_8)
+    scans = {"exact": exact, "bound": bound}
+    for label, options in estimators.items():
+        options = {"batch_size": 512, **options}
+        scans[label] = Potential(oracle, diffusion, field, normalisation, dtype=torch.float64, **options)
+    posts, rows = {}, []
+    for label, fn in scans.items():
+        post = ref if label == "exact" else grid_posterior(fn, *axes)
+        posts[label] = post
+        rows.append({
+            "method": label,
+            "evaluations": int(post.evaluations) if isinstance(fn, Potential) else 0,
+            "seconds": time.perf_counter() - t0,
+            **compare(post, posts["exact"]),
+        })
+        t0 = time.perf_counter()
+    return posts, rows
+
+
+# --------------------------------------------------------------------------------------------
 # calibration
 # --------------------------------------------------------------------------------------------
 
@@ -961,6 +1025,7 @@ __all__ = [
     "exact_lognormal_posterior",
     "grid_around",
     "grid_posterior",
+    "oracle_check",
     "strata_edges",
     "stratified_timesteps",
     "stratified_variance",

@@ -409,7 +409,6 @@ def calibration(df, cov):
         ax.set_ylabel(f"posterior mean {LABELS[name]}")
         ax.legend(fontsize=7)
     z = np.concatenate([cov["omega_m_z"], cov["sigma_8_z"]])
-    zc = np.clip(z, -10, 10)
     axes[2].hist([np.clip(cov["omega_m_z"], -10, 10), np.clip(cov["sigma_8_z"], -10, 10)], bins=np.linspace(-10, 10, 41),
                  label=[LABELS["omega_m"], LABELS["sigma_8"]], stacked=True, density=True)
     xs = np.linspace(-10, 10, 400)
@@ -417,7 +416,6 @@ def calibration(df, cov):
     axes[2].set_xlabel("z = (mean - truth) / std (clipped at 10)")
     axes[2].set_title(f"mean |z| = {np.abs(z).mean():.2f} (calibrated: 0.80)", fontsize=9)
     axes[2].legend(fontsize=7)
-    del zc
     x = np.arange(2)
     for j, (m, tag) in enumerate(((0.68, 68), (0.95, 95))):
         vals = [cov[f"omega_m_coverage{tag}"], cov[f"sigma_8_coverage{tag}"]]
@@ -450,4 +448,57 @@ def exact_comparison(df):
         ax.legend(fontsize=7)
     fig.suptitle("Diffusion posterior against the exact lognormal posterior")
     _caveat(fig, UNDERTRAINED)
+    return fig
+
+
+def oracle_check(posts, truths, df, normalisation, max_fields=4):
+    """The exact-denoiser check (rule ``oracle``): per field the 68/95% regions of the exact
+    posterior (grey), the noise-free bound and each Monte Carlo estimator; below, every
+    method's mean shift in exact sigmas and width ratio over the fields, with the targets."""
+    _style()
+    n = min(len(posts), max_fields)
+    methods = list(posts[0])
+    colours = {m: c for m, c in zip(methods[1:], ["k", "C3", "C0", "C2", "C4", "C5"])}
+    fig = plt.figure(figsize=(3.4 * max(n, 2), 6.6), constrained_layout=True)
+    grid = fig.add_gridspec(2, max(n, 2))
+    for i in range(n):
+        ax = fig.add_subplot(grid[0, i])
+        for m, post in posts[i].items():
+            if m == "exact":
+                levels = sorted(post.levels[q] for q in (0.95, 0.68))
+                ax.contourf(post.omega_m, post.sigma_8, post.density.T, levels=levels + [np.inf], colors=["0.82", "0.6"])
+                ax.fill([], [], color="0.7", label="exact")
+            else:
+                ls = "--" if m == "bound" else "-"
+                levels = sorted(post.levels[q] for q in (0.95, 0.68))
+                ax.contour(post.omega_m, post.sigma_8, post.density.T, levels=levels, colors=colours[m],
+                           linestyles=ls, linewidths=1.2)
+                ax.plot([], [], color=colours[m], ls=ls, label="bound, no noise" if m == "bound" else m)
+        ax.plot(*truths[i], marker="*", ms=11, color="gold", mec="k", label="truth")
+        ax.set_xlabel(LABELS["omega_m"])
+        ax.set_ylabel(LABELS["sigma_8"])
+        ax.set_title(f"field {i}", fontsize=9)
+        if i == 0:
+            fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=6, fontsize=8)
+    half = max(n, 2) // 2
+    others = [m for m in methods if m != "exact"]
+    x = np.arange(len(others))
+    for j, (what, target, ylabel) in enumerate((
+        ("shift", (-0.15, 0.15), r"(mean $-$ exact mean) / exact $\sigma$"),
+        ("width", (0.95, 1.05), "width / exact width"),
+    )):
+        ax = fig.add_subplot(grid[1, j * half:(j + 1) * half] if half else grid[1, j])
+        ax.axhspan(*target, color="0.88", zorder=0)
+        for k, name in enumerate(("omega_m", "sigma_8")):
+            for xi, m in zip(x, others):
+                vals = df.loc[df["method"] == m, f"{what}_{name}"].to_numpy()
+                ax.plot(np.full(vals.size, xi + (k - 0.5) * 0.18), vals, "o", ms=4, color=f"C{k}",
+                        label=LABELS[name] if xi == 0 else None)
+        ax.set_xticks(x, ["bound,\nno noise" if m == "bound" else m.replace(", ", ",\n") for m in others], fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    evals = df.groupby("method", sort=False)["evaluations"].mean()
+    cost = ", ".join(f"{m} {evals[m]:.0f}" for m in others if evals[m] > 0)
+    fig.suptitle(f"Exact denoiser in place of the network, normalisation ({normalisation[0]:.2f}, {normalisation[1]:.2f})\n"
+                 f"denoiser calls per field: {cost}", fontsize=10)
     return fig

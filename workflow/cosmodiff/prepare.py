@@ -242,3 +242,21 @@ def load_split(path, split="train"):
         if split not in f:
             raise KeyError(f"{path} has no split {split!r}; it has {list(f)}")
         return f[split]["maps"][:], f[split]["params"][:], dict(f.attrs)
+
+
+def inference_field(path, index, split="test"):
+    """The index-th field of a split for inference, spread over the simulations first (map 0
+    of every simulation, then map 1, ...): (log10 map (N, N) float64, (Omega_m, sigma_8),
+    simulation, map of that simulation). A ValueError names the largest index there is."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        sims = f[split]["sim"][:]
+        order = np.unique(sims)
+        sim = int(order[index % len(order)])
+        rows = np.flatnonzero(sims == sim)
+        k = index // len(order)
+        if index < 0 or k >= len(rows):
+            raise ValueError(f"field {index} does not exist: the {split} split has {len(sims)} maps (fields 0..{len(sims) - 1})")
+        row = int(rows[k])
+        return f[split]["maps"][row].astype(np.float64), tuple(float(v) for v in f[split]["params"][row, :2]), sim, k

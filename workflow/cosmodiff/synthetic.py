@@ -306,13 +306,14 @@ def _downsample_kernel_power(native, resolution, method):
     return np.abs(np.fft.fft2(x.grad[0, 0].numpy())) ** 2
 
 
-@lru_cache(maxsize=256)
-def log10_spectrum(omega_m, sigma_8, native, resolution=None, method="bicubic"):
+@lru_cache(maxsize=1024)
+def log10_spectrum(omega_m, sigma_8, native, resolution=None, method="bicubic", box_size=BOX_SIZE):
     """(eigenvalues (n, n) of the circulant covariance of log10 Sigma, mean of log10 Sigma) on
     an n x n grid: the native grid, or after the periodic downsampling of prepare (linear in
     the log field, so the field stays Gaussian; the coarse spectrum is the aliased sum
-    lambda'(q) = FFT_coarse[ IFFT_native(|H|^2 lambda)[::f, ::f] ])."""
-    spec = lognormal_spectrum(float(omega_m), float(sigma_8), int(native))
+    lambda'(q) = FFT_coarse[ IFFT_native(|H|^2 lambda)[::f, ::f] ]). Cached: a new cosmology
+    costs ~0.2 s of halofit."""
+    spec = lognormal_spectrum(float(omega_m), float(sigma_8), int(native), float(box_size))
     lam = spec.gaussian / np.log(10) ** 2
     mean = (spec.log_mean - 0.5 * spec.variance_g) / np.log(10)
     if resolution is None or resolution == native:

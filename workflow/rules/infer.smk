@@ -7,6 +7,9 @@ EXACT = (
     else ""
 )
 FIELDS = range(config["inference"]["n_fields"])
+ORACLE = bool(EXACT) and config["oracle"]["n_fields"] > 0
+# the inference settings the oracle check uses (others do not rerun it)
+ORACLE_INFERENCE_KEYS = ("t_max", "t_exact", "n_strata", "n_noise", "noise_seed")
 
 
 rule posterior:
@@ -68,7 +71,40 @@ rule calibration:
         " --coverage {output.coverage:q} 2> {log:q}"
 
 
+if ORACLE:
+
+    # The whole inference chain against the exact posterior, the network replaced by the
+    # exact denoiser of the lognormal data: no training needed.
+    rule oracle:
+        input:
+            data=f"{RUN}/data/prepared_{STAGE_DATA[config['inference']['stage']]}.h5",
+            norm=f"{RUN}/data/prepared_{NATIVE}.h5",
+            script=script("oracle"),
+        output:
+            table=f"{RUN}/inference/oracle.csv",
+            figure=figure("inference_oracle", "4. Inference"),
+        log:
+            f"{RUN}/logs/oracle.log",
+        benchmark:
+            f"{RUN}/benchmarks/oracle.tsv"
+        conda:
+            "../../envs/torch.yaml"
+        params:
+            diffusion=as_json(config["diffusion"]),
+            inference=as_json(
+                {k: config["inference"][k] for k in ORACLE_INFERENCE_KEYS}
+            ),
+            oracle=as_json(config["oracle"]),
+            exact=EXACT,
+        shell:
+            "python {input.script} --data {input.data:q} --norm {input.norm:q}"
+            " --diffusion {params.diffusion:q} --inference {params.inference:q}"
+            " --oracle {params.oracle:q} --exact {params.exact:q} --table {output.table:q}"
+            " --figure {output.figure[0]:q} 2> {log:q}"
+
+
 rule infer:
     """Target: posteriors of every test field and the calibration."""
     input:
         rules.calibration.output,
+        rules.oracle.output if ORACLE else [],

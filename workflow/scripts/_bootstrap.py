@@ -15,3 +15,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def setup_logging():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     return logging.getLogger(Path(sys.argv[0]).stem)
+
+
+def add_sampler_args(ap):
+    """The sampling options shared by the scripts that generate maps (validate_checkpoint,
+    sample): each rule passes them from its config section through `cli()`."""
+    ap.add_argument("--n-points", type=int, required=True, help="simulations whose parameters are emulated")
+    ap.add_argument("--n-samples", type=int, required=True, help="generated maps per point")
+    ap.add_argument("--sampler", required=True, choices=["ancestral", "ddim"])
+    ap.add_argument("--steps", type=int, required=True, help="DDIM steps (network evaluations per map)")
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--batch-size", type=int, required=True)
+    ap.add_argument("--clip", type=int, choices=[0, 1], default=1, help="clamp x0_hat to the training range")
+    ap.add_argument("--threads", type=int, default=0)
+    return ap

@@ -8,23 +8,7 @@ import time
 from pathlib import Path
 
 import _bootstrap
-import h5py
 import numpy as np
-
-
-def test_field(data_path, index):
-    """The index-th test field: spread over the test simulations first (map 0 of every
-    simulation, then map 1, ...). Returns (log10 map, (Omega_m, sigma_8), sim, map)."""
-    with h5py.File(data_path, "r") as f:
-        sims = f["test"]["sim"][:]
-        order = np.unique(sims)
-        sim = int(order[index % len(order)])
-        rows = np.flatnonzero(sims == sim)
-        k = index // len(order)
-        if k >= len(rows):
-            raise ValueError(f"field {index} does not exist: the test split has {len(sims)} maps")
-        row = int(rows[k])
-        return f["test"]["maps"][row].astype(np.float64), tuple(f["test"]["params"][row, :2]), sim, k
 
 
 def main(argv=None):
@@ -43,6 +27,7 @@ def main(argv=None):
 
     from cosmodiff import inference
     from cosmodiff.emulator import Emulator
+    from cosmodiff.prepare import inference_field
     from cosmodiff.synthetic import lognormal_log10_likelihood
 
     if args.threads:
@@ -50,7 +35,7 @@ def main(argv=None):
     s = json.loads(args.settings)
     checkpoint = json.loads(args.selection.read_text())["checkpoint"]
     emu = Emulator.from_checkpoint(checkpoint)
-    field, truth, sim, k = test_field(args.data, args.field)
+    field, truth, sim, k = inference_field(args.data, args.field)
     potential = inference.Potential(
         emu.model, emu.diffusion, field, emu.normalisation, estimator=s["estimator"], t_max=s["t_max"],
         t_exact=s["t_exact"], n_strata=s["n_strata"], n_noise=s["n_noise"], noise_seed=s["noise_seed"] + args.field,

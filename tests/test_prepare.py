@@ -104,6 +104,12 @@ def test_prepare_dataset_layout_and_normalisation(tmp_path):
         assert list(f.attrs["param_names"])[:2] == ["Omega_m", "sigma_8"]
         assert json.loads(f.attrs["split_sims"]) == {"train": [0, 3], "val": [3, 4], "test": [4, 6]}
         assert json.loads(f.attrs["source"]) == {"k": 1}
+        # the floored pixels per split: 4 empty ones plus the normal tail below 10^9 (z = -4)
+        floored = json.loads(f.attrs["floored_fraction"])
+        for split, (a, b) in json.loads(f.attrs["split_sims"]).items():
+            block = raw[15 * a : 15 * b]
+            assert floored[split] == pytest.approx((block < 1e9).mean(), rel=1e-12)
+        assert floored["train"] >= 4 / (45 * 32 * 32)
     with h5py.File(outs[8]) as f:
         assert f["train"]["maps"].shape == (45, 8, 8)
         assert f.attrs["downsample"] == "bicubic" and f.attrs["native_resolution"] == 32

@@ -192,7 +192,7 @@ def test_oracle_rule_checks_the_bound_against_the_exact_posterior(tmp_path):
     import pandas as pd
 
     cfg = write_config(tmp_path / "oracle.yaml", **{
-        "run": "oracle", "data.synthetic.generator": "lognormal", "data.synthetic.n_sims": 8,
+        "run": "oracle", "data.synthetic.generator": "lognormal", "data.synthetic.n_sims": 8, "prepare.log_floor": 1e4,
         "oracle.n_fields": 1, "oracle.n_grid": 7, "oracle.n_noise": 2,
     })
     snakemake("results/oracle/inference/oracle.csv", "--cores", "2", "--configfile", str(cfg), cwd=tmp_path)

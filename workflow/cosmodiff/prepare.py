@@ -181,6 +181,7 @@ def prepare_dataset(
             raise ValueError(f"output resolution {r} must divide the native resolution {native}")
 
     files, stats, tmps = {}, {}, {}
+    floored = dict.fromkeys(ranges, 0)  # pixels below the floor per split (empty, or a lognormal tail)
     try:
         for r, path in outputs.items():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +199,9 @@ def prepare_dataset(
         for split, (a, b) in ranges.items():
             for s0 in range(a, b, block_sims):
                 s1 = min(s0 + block_sims, b)
-                logm = log_transform(maps[s0 * MAPS_PER_SIM : s1 * MAPS_PER_SIM], log_floor)
+                block = maps[s0 * MAPS_PER_SIM : s1 * MAPS_PER_SIM]
+                floored[split] += int(np.count_nonzero(block < log_floor))
+                logm = log_transform(block, log_floor)
                 i0, i1 = (s0 - a) * MAPS_PER_SIM, (s1 - a) * MAPS_PER_SIM
                 for r, f in files.items():
                     out = downsample(logm, r, method)
@@ -216,6 +219,11 @@ def prepare_dataset(
                 "resolution": r,
                 "native_resolution": native,
                 "log_floor": float(log_floor),
+                # fraction of native pixels below the floor, per split: the maps of a split
+                # with floored pixels are no longer lognormal (no exact likelihood)
+                "floored_fraction": json.dumps({
+                    sp: floored[sp] / max(1, (b - a) * MAPS_PER_SIM * native**2) for sp, (a, b) in ranges.items()
+                }),
                 "downsample": method if r != native else "none",
                 "split_fractions": json.dumps({s: fractions[s] for s in SPLITS}),
                 "split_sims": json.dumps(ranges),

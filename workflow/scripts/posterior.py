@@ -54,6 +54,14 @@ def main(argv=None):
         # the exact posterior of the same field, scanned with the same coarse-to-fine settings
         # on its own grids (it may sit where the network's fine grids do not reach)
         ex = json.loads(args.exact)
+        import h5py
+
+        with h5py.File(args.data, "r") as f:
+            floored = json.loads(f.attrs.get("floored_fraction", "{}")).get("test", 0.0)
+        row["floored_fraction"] = floored
+        if floored > 0:
+            log.warning("%.3g%% of the test maps' pixels were below prepare.log_floor: those fields are not lognormal "
+                        "and their 'exact' posterior is an approximation (lower the floor for synthetic data)", 100 * floored)
         t1 = time.perf_counter()
         exact = inference.coarse_to_fine(
             lambda th: -np.array([lognormal_log10_likelihood(field, a, b, ex["native_resolution"], ex["method"]) for a, b in th]),

@@ -38,7 +38,7 @@ def main(argv=None):
         normalisation = (float(f.attrs["norm_min"]), float(f.attrs["norm_max"]))
     rows, posts, truths = [], [], []
     for i in range(o["n_fields"]):
-        field, truth, sim, k = inference_field(args.data, i)
+        field, truth, sim, _ = inference_field(args.data, i)
         common = {"t_max": s["t_max"], "t_exact": s["t_exact"], "n_strata": s["n_strata"], "noise_seed": s["noise_seed"] + i}
         estimators = {
             "full": {**common, "estimator": "full", "n_noise": s["n_noise"]},

@@ -302,7 +302,8 @@ def _downsample_kernel_power(native, resolution, method):
     from .prepare import downsample_torch
 
     x = torch.zeros((1, 1, native, native), dtype=torch.float64, requires_grad=True)
-    downsample_torch(x, resolution, method)[0, 0, 0, 0].backward()
+    with torch.enable_grad():  # also when first called under no_grad (a sampler, a potential)
+        downsample_torch(x, resolution, method)[0, 0, 0, 0].backward()
     return np.abs(np.fft.fft2(x.grad[0, 0].numpy())) ** 2
 
 

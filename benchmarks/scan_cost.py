@@ -41,19 +41,17 @@ import yaml  # noqa: E402
 from cosmodiff import inference  # noqa: E402
 from cosmodiff.emulator import Emulator  # noqa: E402
 from cosmodiff.prepare import inference_field  # noqa: E402
-from cosmodiff.synthetic import lognormal_log10_likelihood  # noqa: E402
 
 PAPER_GRID = 100
 
 
-def scans(emu, field, truth, s, authors_grid, seed, exact_settings):
-    """{name: (GridPosterior, seconds)} of one field."""
+def scans(emu, field, truth, s, authors_grid, index, exact_settings):
+    """{name: (GridPosterior, seconds)} of one field (test field ``index``)."""
     def potential(estimator):
-        return inference.Potential.from_emulator(
-            emu, field, estimator=estimator, t_max=s["t_max"], t_exact=s["t_exact"], n_strata=s["n_strata"],
-            n_noise=1 if estimator == "truncated" else s["n_noise"], noise_seed=seed, batch_size=s["batch_size"],
-            dtype=torch.float32,
-        )
+        options = {**inference.potential_options(s, index), "estimator": estimator}
+        if estimator == "truncated":
+            options["n_noise"] = 1
+        return inference.Potential.from_emulator(emu, field, **options, batch_size=s["batch_size"], dtype=torch.float32)
 
     c2f = {"n_coarse": s["n_coarse"], "n_fine": s["n_fine"], "max_refine": s["max_refine"]}
     runs = {
@@ -65,12 +63,7 @@ def scans(emu, field, truth, s, authors_grid, seed, exact_settings):
         "ours": lambda: inference.coarse_to_fine(potential(s["estimator"]), **c2f),
     }
     if exact_settings:
-        native, method = exact_settings
-
-        def exact(theta):
-            return -np.array([lognormal_log10_likelihood(field, a, b, native, method) for a, b in theta])
-
-        runs["exact"] = lambda: inference.coarse_to_fine(exact, **c2f)
+        runs["exact"] = lambda: inference.coarse_to_fine(inference.exact_log10_potential(field, *exact_settings), **c2f)
     out = {}
     for name, run in runs.items():
         t0 = time.perf_counter()
@@ -102,7 +95,7 @@ def main(argv=None):
     rows, diffs = [], []
     for i in args.fields:
         field, truth, _, _ = inference_field(args.data, i)
-        res = scans(emu, field, truth, s, args.authors_grid, s["noise_seed"] + i, exact_settings)
+        res = scans(emu, field, truth, s, args.authors_grid, i, exact_settings)
         for name, (post, sec) in res.items():
             rows.append({"field": i, "scan": name, "evaluations": post.evaluations if name != "exact" else 0,
                          "seconds": sec, "omega_m_truth": truth[0], "sigma_8_truth": truth[1],

@@ -182,6 +182,10 @@ def test_rerun_after_a_config_edit_touches_only_what_changed(smoke_run, tmp_path
     cfg = write_config(tmp_path / "edit4.yaml", **{"sampling.steps": 4})
     jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
     assert set(jobs) - {"all"} == {"sample", "plot_emulation", "paper"}, jobs
+    # one more inference field runs that field and the calibration, not the existing fields
+    cfg = write_config(tmp_path / "edit5.yaml", **{"inference.n_fields": 3})
+    jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
+    assert {k: v for k, v in jobs.items() if k != "all"} == {"posterior": 1, "calibration": 1}, jobs
 
 
 def test_oracle_rule_checks_the_bound_against_the_exact_posterior(tmp_path):

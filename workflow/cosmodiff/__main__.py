@@ -54,6 +54,11 @@ def read_field(path, resolution, units="physical", log_floor=1e9, downsample="bi
     return np.asarray(field, dtype=np.float64)
 
 
+#: `infer` options passed to Potential and to coarse_to_fine when given.
+POTENTIAL_OPTIONS = ("estimator", "t_max", "t_exact", "n_strata", "n_noise", "noise_seed")
+SCAN_OPTIONS = ("n_coarse", "n_fine", "max_refine")
+
+
 def _infer(args):
     import json
 
@@ -62,13 +67,13 @@ def _infer(args):
 
     emu = Emulator.from_checkpoint(args.checkpoint, device=args.device)
     field = read_field(args.field, emu.resolution, args.units, args.log_floor, args.downsample)
+    given = vars(args)  # options left out keep the library's defaults (argparse.SUPPRESS)
     potential = inference.Potential.from_emulator(
-        emu, field, estimator=args.estimator, t_max=args.t_max, t_exact=args.t_exact, n_strata=args.n_strata,
-        n_noise=args.n_noise, noise_seed=args.noise_seed, batch_size=args.batch_size, progress=True,
+        emu, field, **{k: given[k] for k in POTENTIAL_OPTIONS if k in given}, batch_size=args.batch_size, progress=True
     )
-    print(f"{args.estimator} bound, {potential.evaluations_per_theta} network evaluations per parameter point",
+    print(f"{potential.estimator} bound, {potential.evaluations_per_theta} network evaluations per parameter point",
           file=sys.stderr)
-    post = inference.coarse_to_fine(potential, n_coarse=args.n_coarse, n_fine=args.n_fine, max_refine=args.max_refine)
+    post = inference.coarse_to_fine(potential, **{k: given[k] for k in SCAN_OPTIONS if k in given})
     truth = tuple(args.truth) if args.truth else None
     summary = post.summary(truth=truth)
     for k, name in enumerate(inference.PARAMS):
@@ -109,15 +114,18 @@ def main(argv=None):
     i.add_argument("--log-floor", type=float, default=1e9, help="physical maps: floor before log10 (prepare.log_floor)")
     i.add_argument("--downsample", choices=["bicubic", "area"], default="bicubic", help="for maps larger than the checkpoint's")
     i.add_argument("--truth", type=float, nargs=2, default=None, metavar=("OMEGA_M", "SIGMA_8"), help="report z-scores")
-    i.add_argument("--estimator", choices=["full", "truncated", "exact"], default="full")
-    i.add_argument("--t-max", type=int, default=10, help="truncated: last timestep (authors: 10)")
-    i.add_argument("--t-exact", type=int, default=20, help="full: timesteps summed exactly")
-    i.add_argument("--n-strata", type=int, default=80, help="full: strata of the other timesteps")
-    i.add_argument("--n-noise", type=int, default=None, help="noise draws per timestep (default: more at the smallest t)")
-    i.add_argument("--noise-seed", type=int, default=0)
-    i.add_argument("--n-coarse", type=int, default=11, help="coarse grid points per axis over the prior")
-    i.add_argument("--n-fine", type=int, default=21, help="fine grid points per axis")
-    i.add_argument("--max-refine", type=int, default=2)
+    # estimator and scan options: left out, they keep the defaults of
+    # cosmodiff.inference.Potential and coarse_to_fine
+    keep = argparse.SUPPRESS
+    i.add_argument("--estimator", choices=["full", "truncated", "exact"], default=keep, help="default: full")
+    i.add_argument("--t-max", type=int, default=keep, help="truncated: last timestep (authors: 10)")
+    i.add_argument("--t-exact", type=int, default=keep, help="full: timesteps summed exactly")
+    i.add_argument("--n-strata", type=int, default=keep, help="full: strata of the other timesteps")
+    i.add_argument("--n-noise", type=int, default=keep, help="noise draws per timestep (default: more at the smallest t)")
+    i.add_argument("--noise-seed", type=int, default=keep)
+    i.add_argument("--n-coarse", type=int, default=keep, help="coarse grid points per axis over the prior")
+    i.add_argument("--n-fine", type=int, default=keep, help="fine grid points per axis")
+    i.add_argument("--max-refine", type=int, default=keep)
     i.add_argument("--batch-size", type=int, default=64)
     i.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     i.set_defaults(func=_infer)

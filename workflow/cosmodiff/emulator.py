@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .cosmology import BOX_SIZE, MAP_UNITS, PARAM_NAMES
+from .prepare import normalise
 
 SAMPLERS = ("ancestral", "ddim")
 
@@ -55,8 +56,7 @@ class Emulator:
         return (np.asarray(x, dtype=np.float64) + 1) / 2 * (hi - lo) + lo
 
     def to_unit(self, log_maps):
-        lo, hi = self.normalisation
-        return 2 * (np.asarray(log_maps, dtype=np.float64) - lo) / (hi - lo) - 1
+        return normalise(np.asarray(log_maps, dtype=np.float64), self.normalisation)
 
     @torch.no_grad()
     def sample(self, omega_m, sigma_8, n, sampler="ddim", steps=50, seed=0, batch_size=16, resolution=None, clip=True, progress=False):

@@ -89,6 +89,7 @@ import torch
 
 from .cosmology import BOX_SIZE, PRIOR
 from .diffusion import crn_noise, crn_seed
+from .prepare import normalise
 from .synthetic import log10_spectrum, lognormal_log_likelihood
 
 ESTIMATORS = ("full", "truncated", "exact")
@@ -254,9 +255,7 @@ class Potential:
         self.batch_size = int(batch_size)
         self.progress = bool(progress)
         self.device, self.dtype = _default_device_dtype(model, device, dtype)
-        lo, hi = self.normalisation
-        x0 = 2.0 * (field - lo) / (hi - lo) - 1.0
-        self.x0 = torch.from_numpy(x0).to(device=self.device, dtype=self.dtype)[None, None]
+        self.x0 = torch.from_numpy(normalise(field, self.normalisation)).to(device=self.device, dtype=self.dtype)[None, None]
         T = diffusion.T
         if estimator == "truncated":
             if not 0 <= int(t_max) < T:
@@ -354,6 +353,33 @@ class Potential:
         return self.terms(theta) @ self.weights + self.prior
 
 
+def potential_options(
+    settings,           # The workflow config's `inference` section (or a dict with its keys).
+    field    = 0,       # Test field index: its noise seed is noise_seed + field.
+):
+    """The :class:`Potential` keywords of the workflow's `inference` settings for one field:
+    estimator, t_max, t_exact, n_strata, n_noise and noise_seed."""
+    keys = ("estimator", "t_max", "t_exact", "n_strata", "n_noise")
+    return {**{k: settings[k] for k in keys}, "noise_seed": int(settings["noise_seed"]) + int(field)}
+
+
+def exact_log10_potential(
+    field_log10,        # A prepared lognormal field: log10 surface density (N, N).
+    native_resolution = None,  # Resolution the field was generated at (None: N).
+    method   = "bicubic",      # Downsampling of prepare.
+):
+    """U(theta) = -log p(field | theta), exact, for a prepared lognormal field: a callable
+    theta (M, 2) -> (M,) for any scan (:func:`cosmodiff.synthetic.lognormal_log10_likelihood`)."""
+    from .synthetic import lognormal_log10_likelihood
+
+    field = np.asarray(field_log10, dtype=np.float64)
+
+    def potential(theta):
+        return -np.array([lognormal_log10_likelihood(field, a, b, native_resolution, method) for a, b in theta])
+
+    return potential
+
+
 def _draws(n_noise, t):
     """Noise draws at timestep t for an ``n_noise`` setting (int or {t_end: draws})."""
     if isinstance(n_noise, dict):
@@ -425,8 +451,7 @@ class WienerOracle(torch.nn.Module):
             native = max(key[2], self.native_resolution or 0)
             lam10, mean10 = log10_spectrum(key[0], key[1], native, key[2], self.method, self.box_size)
             lo, hi = self.normalisation
-            mu = 2.0 * (mean10 - lo) / (hi - lo) - 1.0
-            hit = (torch.from_numpy((2.0 / (hi - lo)) ** 2 * lam10), float(mu))
+            hit = (torch.from_numpy((2.0 / (hi - lo)) ** 2 * lam10), float(normalise(mean10, self.normalisation)))
             self._cache[key] = hit
         return hit
 
@@ -930,38 +955,31 @@ def oracle_check(
     truncation: none from a network."""
     import time
 
-    from .synthetic import lognormal_log10_likelihood
-
     field = np.asarray(field_log10, dtype=np.float64)
     native = int(native_resolution or field.shape[-1])
     oracle = WienerOracle(diffusion, normalisation, native_resolution=native, method=method)
-    lo, hi = oracle.normalisation
-    x0 = (2.0 * (field - lo) / (hi - lo) - 1.0)[None]
-
-    def exact(theta):
-        return -np.array([lognormal_log10_likelihood(field, a, b, native, method) for a, b in theta])
+    x0 = normalise(field, oracle.normalisation)[None]
 
     def bound(theta):
         return np.array([oracle.expected_bound(x0, th, diffusion)[0] for th in theta])
 
     t0 = time.perf_counter()
-    ref = coarse_to_fine(exact, n_coarse=n_coarse, n_fine=n_grid, max_refine=2)
-    axes = (ref.omega_m, ref.sigma_8)
-    scans = {"exact": exact, "bound": bound}
+    ref = coarse_to_fine(exact_log10_potential(field, native, method), n_coarse=n_coarse, n_fine=n_grid, max_refine=2)
+    posts, rows = {"exact": ref}, [{"method": "exact", "evaluations": 0, "seconds": time.perf_counter() - t0,
+                                    **compare(ref, ref)}]
+    scans = {"bound": bound}
     for label, options in estimators.items():
         options = {"batch_size": 512, **options}
         scans[label] = Potential(oracle, diffusion, field, normalisation, dtype=torch.float64, **options)
-    posts, rows = {}, []
     for label, fn in scans.items():
-        post = ref if label == "exact" else grid_posterior(fn, *axes)
-        posts[label] = post
+        t0 = time.perf_counter()
+        posts[label] = post = grid_posterior(fn, ref.omega_m, ref.sigma_8)
         rows.append({
             "method": label,
             "evaluations": int(post.evaluations) if isinstance(fn, Potential) else 0,
             "seconds": time.perf_counter() - t0,
-            **compare(post, posts["exact"]),
+            **compare(post, ref),
         })
-        t0 = time.perf_counter()
     return posts, rows
 
 
@@ -1022,10 +1040,12 @@ __all__ = [
     "coarse_to_fine",
     "compare",
     "coverage",
+    "exact_log10_potential",
     "exact_lognormal_posterior",
     "grid_around",
     "grid_posterior",
     "oracle_check",
+    "potential_options",
     "strata_edges",
     "stratified_timesteps",
     "stratified_variance",

@@ -365,6 +365,11 @@ UNDERTRAINED = ("A network trained for minutes on a CPU gives over-confident pos
                 "machinery, not results. Credible network posteriors need the GPU-sized training (config/paper.yaml).")
 
 
+def _hpd_levels(post):
+    """Density levels of a GridPosterior's 95% and 68% highest-density regions, increasing."""
+    return sorted(post.levels[m] for m in (0.95, 0.68))
+
+
 def posterior_contours(posts, truths, exacts=None):
     """68/95% highest-density contours of each field's posterior (red), the exact posterior
     (black, where known) and the truth (star)."""
@@ -378,8 +383,7 @@ def posterior_contours(posts, truths, exacts=None):
             ax.axis("off")
             continue
         for post, colour, label in [(posts[i], "C3", "diffusion")] + ([(exacts[i], "k", "exact")] if exacts else []):
-            levels = sorted(post.levels[m] for m in (0.95, 0.68))
-            ax.contour(post.omega_m, post.sigma_8, post.density.T, levels=levels + [post.density.max() * 1.01],
+            ax.contour(post.omega_m, post.sigma_8, post.density.T, levels=_hpd_levels(post) + [post.density.max() * 1.01],
                        colors=colour, linewidths=[1.0, 1.8, 0])
             ax.plot([], [], color=colour, label=label)
         ax.plot(*truths[i], marker="*", ms=12, color="gold", mec="k", label="truth")
@@ -465,13 +469,12 @@ def oracle_check(posts, truths, df, normalisation, max_fields=4):
         ax = fig.add_subplot(grid[0, i])
         for m, post in posts[i].items():
             if m == "exact":
-                levels = sorted(post.levels[q] for q in (0.95, 0.68))
-                ax.contourf(post.omega_m, post.sigma_8, post.density.T, levels=levels + [np.inf], colors=["0.82", "0.6"])
+                ax.contourf(post.omega_m, post.sigma_8, post.density.T, levels=_hpd_levels(post) + [np.inf],
+                            colors=["0.82", "0.6"])
                 ax.fill([], [], color="0.7", label="exact")
             else:
                 ls = "--" if m == "bound" else "-"
-                levels = sorted(post.levels[q] for q in (0.95, 0.68))
-                ax.contour(post.omega_m, post.sigma_8, post.density.T, levels=levels, colors=colours[m],
+                ax.contour(post.omega_m, post.sigma_8, post.density.T, levels=_hpd_levels(post), colors=colours[m],
                            linestyles=ls, linewidths=1.2)
                 ax.plot([], [], color=colours[m], ls=ls, label="bound, no noise" if m == "bound" else m)
         ax.plot(*truths[i], marker="*", ms=11, color="gold", mec="k", label="truth")

@@ -252,6 +252,22 @@ def load_split(path, split="train"):
         return f[split]["maps"][:], f[split]["params"][:], dict(f.attrs)
 
 
+def normalise(log_maps, normalisation):
+    """Log10 maps in the network's units: ``2 (x - lo) / (hi - lo) - 1`` for
+    normalisation = (lo, hi) (the training range goes to [-1, 1])."""
+    lo, hi = normalisation
+    return 2.0 * (log_maps - lo) / (hi - lo) - 1.0
+
+
+def read_normalisation(path):
+    """(norm_min, norm_max) of a prepared file: the training-split range of log10 maps that
+    the network maps to [-1, 1]."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return float(f.attrs["norm_min"]), float(f.attrs["norm_max"])
+
+
 def inference_field(path, index, split="test"):
     """The index-th field of a split for inference, spread over the simulations first (map 0
     of every simulation, then map 1, ...): (log10 map (N, N) float64, (Omega_m, sigma_8),

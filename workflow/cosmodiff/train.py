@@ -39,6 +39,7 @@ import torch
 from . import camels
 from .diffusion import GaussianDiffusion, make_betas, make_sampler
 from .layout import checkpoint_iterations, checkpoint_name
+from .prepare import normalise
 from .unet import UNet
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def load_training_maps(path, split="train", normalisation=None):
         maps = f[split]["maps"][:]
         params = f[split]["params"][:, :2]
         lo, hi = normalisation or (float(f.attrs["norm_min"]), float(f.attrs["norm_max"]))
-    x = 2 * (maps - lo) / (hi - lo) - 1
+    x = normalise(maps, (lo, hi))
     return torch.from_numpy(x.astype(np.float32))[:, None], torch.from_numpy(params.astype(np.float32)), (lo, hi)
 
 

@@ -36,7 +36,10 @@ rule posterior:
         runtime=4 * 60,
         mem_mb=16000,
     params:
-        settings=as_json(config["inference"]),
+        # all but n_fields: adding fields must not rerun the existing ones
+        settings=as_json(
+            {k: v for k, v in config["inference"].items() if k != "n_fields"}
+        ),
         exact=EXACT,
     shell:
         "python {input.script} --selection {input.selection:q} --data {input.data:q}"

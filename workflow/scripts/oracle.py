@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import _bootstrap
-import h5py
 import pandas as pd
 
 
@@ -29,23 +28,23 @@ def main(argv=None):
     args = ap.parse_args(argv)
     log = _bootstrap.setup_logging()
     from cosmodiff import inference, plots
-    from cosmodiff.prepare import inference_field
+    from cosmodiff.prepare import inference_field, read_normalisation
     from cosmodiff.train import diffusion_from_config
 
     diffusion = diffusion_from_config(json.loads(args.diffusion))
     s, o, ex = json.loads(args.inference), json.loads(args.oracle), json.loads(args.exact)
-    with h5py.File(args.norm, "r") as f:
-        normalisation = (float(f.attrs["norm_min"]), float(f.attrs["norm_max"]))
+    normalisation = read_normalisation(args.norm)
     rows, posts, truths = [], [], []
     for i in range(o["n_fields"]):
         field, truth, sim, _ = inference_field(args.data, i)
-        common = {"t_max": s["t_max"], "t_exact": s["t_exact"], "n_strata": s["n_strata"], "noise_seed": s["noise_seed"] + i}
+        # this rule gets no `estimator` setting: it scans both estimators below
+        options = inference.potential_options({"estimator": "full", **s}, i)
         estimators = {
-            "full": {**common, "estimator": "full", "n_noise": s["n_noise"]},
+            "full": {**options, "estimator": "full"},
             # the library's default full estimator: 20 exact t with extra draws at the smallest
             # t, 80 strata (164 evaluations per theta)
-            "full, default": {"estimator": "full", "noise_seed": s["noise_seed"] + i},
-            "truncated": {**common, "estimator": "truncated", "n_noise": 1},
+            "full, default": {"estimator": "full", "noise_seed": options["noise_seed"]},
+            "truncated": {**options, "estimator": "truncated", "n_noise": 1},
         }
         field_posts, field_rows = inference.oracle_check(
             field, diffusion, normalisation, estimators, native_resolution=ex["native_resolution"], method=ex["method"],

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import _bootstrap
-import numpy as np
 
 
 def main(argv=None):
@@ -28,7 +27,6 @@ def main(argv=None):
     from cosmodiff import inference
     from cosmodiff.emulator import Emulator
     from cosmodiff.prepare import inference_field
-    from cosmodiff.synthetic import lognormal_log10_likelihood
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -36,10 +34,8 @@ def main(argv=None):
     checkpoint = json.loads(args.selection.read_text())["checkpoint"]
     emu = Emulator.from_checkpoint(checkpoint)
     field, truth, sim, k = inference_field(args.data, args.field)
-    potential = inference.Potential(
-        emu.model, emu.diffusion, field, emu.normalisation, estimator=s["estimator"], t_max=s["t_max"],
-        t_exact=s["t_exact"], n_strata=s["n_strata"], n_noise=s["n_noise"], noise_seed=s["noise_seed"] + args.field,
-        batch_size=s["batch_size"], device=emu.device, dtype=torch.float32,
+    potential = inference.Potential.from_emulator(
+        emu, field, **inference.potential_options(s, args.field), batch_size=s["batch_size"], dtype=torch.float32
     )
     t0 = time.perf_counter()
     if s["scan"] == "coarse_to_fine":
@@ -64,7 +60,7 @@ def main(argv=None):
                         "and their 'exact' posterior is an approximation (lower the floor for synthetic data)", 100 * floored)
         t1 = time.perf_counter()
         exact = inference.coarse_to_fine(
-            lambda th: -np.array([lognormal_log10_likelihood(field, a, b, ex["native_resolution"], ex["method"]) for a, b in th]),
+            inference.exact_log10_potential(field, ex["native_resolution"], ex["method"]),
             n_coarse=s["n_coarse"], n_fine=s["n_fine"], max_refine=s["max_refine"],
         )
         row.update({f"exact_{k}": v for k, v in exact.summary(truth=truth).items() if k.endswith(("_mean", "_std", "_z"))})

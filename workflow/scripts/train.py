@@ -13,6 +13,7 @@ from pathlib import Path
 import _bootstrap
 
 from cosmodiff import plots
+from cosmodiff.prepare import read_normalisation
 from cosmodiff.train import Interrupted, TrainSettings, train
 
 EXIT_INTERRUPTED = 75
@@ -36,13 +37,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch default)")
     args = ap.parse_args(argv)
     log = _bootstrap.setup_logging()
-    import h5py
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    with h5py.File(args.norm_data, "r") as f:
-        normalisation = (float(f.attrs["norm_min"]), float(f.attrs["norm_max"]))
+    normalisation = read_normalisation(args.norm_data)
     if args.init_selection:
         args.init = Path(json.loads(args.init_selection.read_text())["checkpoint"])
     settings = json.loads(args.settings)

@@ -562,3 +562,149 @@ def test_p_mean_variance_clip_and_shape_check():
     torch.testing.assert_close(var.log(), logvar)
     with pytest.raises(ValueError, match="shape"):
         d.p_mean_variance(lambda x, t, c: x[:, :, :1], x, t, None)
+
+
+# --------------------------------------------------------------------------------------------
+# 9. parametrisations: eps, v, x0
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_model_predictions_invert_the_target(prediction):
+    # a network that outputs exactly its training target gives back the true noise and map
+    d = GaussianDiffusion(make_betas("mudur"), prediction=prediction)
+    g = torch.Generator().manual_seed(11)
+    x0 = torch.randn(5, 1, 8, 8, generator=g, dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 10, 499, 800, 999])
+    x_t = d.q_sample(x0, t, noise)
+    target = d.model_target(x0, t, noise)
+    eps, x0_hat = d.model_predictions(lambda x, tt, c: target, x_t, t, None)
+    torch.testing.assert_close(eps, noise)
+    torch.testing.assert_close(x0_hat, x0)
+    # v by hand at t = 999: sqrt(abar) eps - sqrt(1 - abar) x0, close to -x0 (abar = 9e-5)
+    if prediction == "v":
+        a = math.sqrt(d.alphas_cumprod[999])
+        torch.testing.assert_close(target[4], a * noise[4] - math.sqrt(1 - a * a) * x0[4])
+    # and the conversion of an eps-denoiser is the same map
+    torch.testing.assert_close(d.model_output_from_eps(x_t, t, noise), target)
+
+
+@pytest.mark.parametrize("prediction", ["v", "x0"])
+def test_bound_and_samplers_do_not_depend_on_the_parametrisation(prediction):
+    # the same denoiser written in another parametrisation: identical bound and samples
+    mu, s = 0.3, 0.5
+    d_eps = GaussianDiffusion(make_betas("mudur"))
+    d = GaussianDiffusion(make_betas("mudur"), prediction=prediction)
+    eps_model = optimal_model(d_eps)
+
+    def model(x, t, c):
+        return d.model_output_from_eps(x, t, eps_model(x, t, c))
+
+    g = torch.Generator().manual_seed(12)
+    x0 = mu + s * torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    cond = torch.tensor([[mu, s]] * 3, dtype=torch.float64)
+    ts = [0, 1, 5, 100, 600, 999]
+    ref = d_eps.nll_bound(eps_model, x0, cond, timesteps=ts, return_terms=True)
+    got = d.nll_bound(model, x0, cond, timesteps=ts, return_terms=True)
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-9, atol=1e-9)
+    for sampler in ("ddim_sample", "sample"):
+        kw = {"steps": 10} if sampler == "ddim_sample" else {}
+        a = getattr(d_eps, sampler)(eps_model, (3, 1, 4, 4), cond, generator=torch.Generator().manual_seed(1), dtype=torch.float64, **kw)
+        b = getattr(d, sampler)(model, (3, 1, 4, 4), cond, generator=torch.Generator().manual_seed(1), dtype=torch.float64, **kw)
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
+
+
+def test_v_loss_weights_noisy_timesteps_by_one_over_abar():
+    # eps - eps_hat = sqrt(abar) (v - v_hat): the MSE on v is the MSE on eps divided by abar
+    d_eps = GaussianDiffusion(make_betas("mudur"), loss="mse")
+    d_v = GaussianDiffusion(make_betas("mudur"), loss="mse", prediction="v")
+    g = torch.Generator().manual_seed(13)
+    x0 = torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 300, 700, 999])
+    wrong = optimal_model(d_eps)  # optimal for N(0.3, 0.5^2), not for these maps
+    cond = torch.tensor([[0.3, 0.5]] * 4, dtype=torch.float64)
+    l_eps = d_eps.training_losses(wrong, x0, cond, t=t, noise=noise)
+    l_v = d_v.training_losses(lambda x, tt, c: d_v.model_output_from_eps(x, tt, wrong(x, tt, c)), x0, cond, t=t, noise=noise)
+    torch.testing.assert_close(l_v, l_eps / torch.from_numpy(d_eps.alphas_cumprod[t.numpy()]))
+    with pytest.raises(ValueError, match="unknown prediction"):
+        GaussianDiffusion(make_betas("mudur"), prediction="score")
+
+
+# --------------------------------------------------------------------------------------------
+# 10. DDIM timestep grids
+# --------------------------------------------------------------------------------------------
+
+
+def test_ddim_spacings_are_distinct_increasing_and_span_the_schedule():
+    from cosmodiff.diffusion import DDIM_SPACINGS
+
+    d = GaussianDiffusion(make_betas("mudur"))
+    for spacing in DDIM_SPACINGS:
+        for steps in (2, 3, 10, 25, 50, 999, 1000):
+            ts = d.ddim_timesteps(steps, spacing)
+            assert len(ts) == steps and ts[0] == 0 and ts[-1] == T - 1 and np.all(np.diff(ts) > 0), (spacing, steps)
+    # quadratic, by hand: round(999 (i/9)^2)
+    assert d.ddim_timesteps(10, "quadratic").tolist() == [0, 12, 49, 111, 197, 308, 444, 604, 789, 999]
+    # edm: each interior step is the timestep whose noise level sigma_t = sqrt((1 - abar)/abar)
+    # is nearest (in log) to the grid uniform in sigma^(1/7)
+    sigma = np.sqrt((1 - d.alphas_cumprod) / d.alphas_cumprod)
+    ts = d.ddim_timesteps(10, "edm")
+    grid = (sigma[0] ** (1 / 7) + np.linspace(0, 1, 10) * (sigma[-1] ** (1 / 7) - sigma[0] ** (1 / 7))) ** 7
+    for t, g in zip(ts[1:-1], grid[1:-1]):
+        assert t == np.argmin(np.abs(np.log(sigma / g)))
+    with pytest.raises(ValueError, match="unknown DDIM spacing 'cubic'"):
+        d.ddim_timesteps(10, "cubic")
+
+
+@pytest.mark.parametrize("spacing", ["linear", "quadratic", "edm"])
+def test_ddim_output_std_on_any_grid_matches_the_closed_form(spacing):
+    # deterministic DDIM with the exact denoiser maps x_T linearly for the Gaussian toy; the
+    # output variance is the product of the per-step gains on whatever grid is used
+    mu, s = 0.3, 0.5
+    d = GaussianDiffusion(make_betas("mudur"))
+    B, shape = 2048, (2048, 1, 8, 8)
+    cond = torch.tensor([[mu, s]] * B, dtype=torch.float64)
+    x = d.ddim_sample(optimal_model(d), shape, cond, steps=10, spacing=spacing, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ts = d.ddim_timesteps(10, spacing)
+    abar, var = d.alphas_cumprod, 1.0
+    for i, j in zip(ts[::-1], [*ts[::-1][1:], -1]):
+        v_t = abar[i] * s**2 + 1 - abar[i]
+        k = math.sqrt(abar[i]) * s**2 / v_t if j < 0 else (math.sqrt(abar[j] * abar[i]) * s**2 + math.sqrt((1 - abar[j]) * (1 - abar[i]))) / v_t
+        var *= k * k
+    assert x.std().item() == pytest.approx(math.sqrt(var), rel=0.01)
+    assert x.mean().item() == pytest.approx(mu, abs=4 * s / math.sqrt(x.numel()))
+
+
+def _gain_error(sampler, d, s, steps):
+    """|gain / s - 1| of a deterministic sampler with the toy's exact denoiser, where the
+    sampler maps x_T linearly, output = c + gain x_T per pixel (the exact reverse flow has
+    gain s): its discretisation error on the data's scale. The gain is the regression slope
+    of the output on x_T (exact for a linear map: no Monte Carlo error)."""
+    cond = torch.tensor([[0.3, s]] * 64, dtype=torch.float64)
+    shape = (64, 1, 4, 4)
+    x = getattr(d, sampler)(optimal_model(d), shape, cond, steps=steps, spacing="quadratic",
+                            generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    xc, zc = x - x.mean(), x_T - x_T.mean()
+    return abs((xc * zc).sum().item() / (zc * zc).sum().item() / s - 1.0)
+
+
+def test_dpm_solver_is_second_order_and_ddim_first_order():
+    # data std 0.15, as log10 maps min-max scaled to [-1, 1]: halving the step size divides
+    # DDIM's error by ~2 and DPM-Solver++(2M)'s by ~4
+    d = GaussianDiffusion(make_betas("mudur"))
+    ddim = [_gain_error("ddim_sample", d, 0.15, n) for n in (25, 50, 100)]
+    dpm = [_gain_error("dpm_solver_sample", d, 0.15, n) for n in (25, 50, 100)]
+    print(f"\ngain error at 25/50/100 steps: DDIM {ddim}, DPM-Solver++(2M) {dpm}")
+    for e in (ddim[0] / ddim[1], ddim[1] / ddim[2]):
+        assert 1.6 < e < 2.5
+    for e in (dpm[0] / dpm[1], dpm[1] / dpm[2]):
+        assert e > 3.0
+    assert dpm[0] < ddim[0] / 2
+    # with two steps both take the same first-order step, then return x0_hat
+    cond = torch.tensor([[0.3, 0.15]] * 4, dtype=torch.float64)
+    a = d.ddim_sample(optimal_model(d), (4, 1, 4, 4), cond, steps=2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    b = d.dpm_solver_sample(optimal_model(d), (4, 1, 4, 4), cond, steps=2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(a, b)

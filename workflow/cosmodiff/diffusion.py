@@ -3,9 +3,24 @@ the per-timestep terms of the variational bound used as a likelihood.
 
 One object, :class:`GaussianDiffusion`, owns all of it (the shape of improved-diffusion's
 ``GaussianDiffusion``); it knows nothing of the network or of files. A *model* is any
-callable ``model(x_t, t, cond) -> eps_hat`` returning the predicted noise with the shape of
-``x_t``; ``t`` is a LongTensor (B,) of 0-based timesteps and ``cond`` (B, 2 for the
-physical parameters, or None) is passed through untouched.
+callable ``model(x_t, t, cond) -> output`` with the shape of ``x_t``; ``t`` is a LongTensor
+(B,) of 0-based timesteps and ``cond`` (B, 2 for the physical parameters, or None) is passed
+through untouched. What the output means is the diffusion's ``prediction``:
+
+* ``"eps"`` (the authors'): the noise, eps_hat.
+* ``"v"`` (Salimans & Ho 2022): ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0``. Then
+  ``x0_hat = sqrt(abar_t) x_t - sqrt(1 - abar_t) v_hat`` and
+  ``eps_hat = sqrt(1 - abar_t) x_t + sqrt(abar_t) v_hat``: an error in v_hat costs at most
+  its own size in x0_hat at every t, whereas eps-prediction's
+  ``x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)`` multiplies it by
+  ``sqrt(1 / abar_t - 1)``, about 100 at t = T-1 with the authors' schedule. Since
+  ``eps - eps_hat = sqrt(abar_t) (v - v_hat)``, a loss on v weights the noisy timesteps by
+  ``1 / abar_t`` relative to the same loss on eps.
+* ``"x0"``: the clean map, x0_hat.
+
+Everything downstream (sampling, the bound terms) goes through :meth:`GaussianDiffusion.
+model_predictions`, which turns the output into (eps_hat, x0_hat); the bound is the same
+function of x0_hat whichever parametrisation produced it.
 
 Conventions (Mudur, Cuesta-Lazaro & Finkbeiner 2023, authors' ``hf_diffusion``):
 
@@ -52,6 +67,10 @@ SCHEDULES = ("mudur", "linear", "cosine")
 LOSSES = ("huber", "mse")
 #: Fixed reverse-process variances.
 MODEL_VARIANCES = ("fixedsmall", "fixedlarge")
+#: What the network predicts (see the module docstring).
+PREDICTIONS = ("eps", "v", "x0")
+#: Timestep grids of the DDIM sampler (see GaussianDiffusion.ddim_timesteps).
+DDIM_SPACINGS = ("linear", "quadratic", "edm")
 #: Timestep samplers understood by :func:`make_sampler`.
 SAMPLERS = ("uniform", "lowt")
 
@@ -276,6 +295,7 @@ class GaussianDiffusion:
         loss            = "huber",      # Training loss between true and predicted noise: "huber" (delta 1) or "mse".
         model_variance  = "fixedsmall", # Reverse variance: "fixedsmall" (beta_tilde_t) or "fixedlarge" (beta_t).
         sampler         = "uniform",    # Training timestep sampler: a name for make_sampler or a TimestepSampler.
+        prediction      = "eps",        # What the network outputs: "eps" (authors), "v" or "x0" (see PREDICTIONS).
     ):
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size < 2:
@@ -286,7 +306,10 @@ class GaussianDiffusion:
             raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
         if model_variance not in MODEL_VARIANCES:
             raise ValueError(f"unknown model_variance {model_variance!r}; expected one of {MODEL_VARIANCES}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
         self.loss = loss
+        self.prediction = prediction
         self.model_variance_type = model_variance
         self.T = int(betas.size)
         self.sampler = make_sampler(sampler, self.T) if isinstance(sampler, str) else sampler
@@ -385,11 +408,51 @@ class GaussianDiffusion:
             self.sqrt_recipm1_alphas_cumprod, t, x_t
         )
 
+    def model_target(self, x0, t, noise):
+        """What the network should output for x_t = q_sample(x0, t, noise), per ``prediction``."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        t = self._timesteps(t, x0)
+        return self._extract(self.sqrt_alphas_cumprod, t, x0) * noise - self._extract(
+            self.sqrt_one_minus_alphas_cumprod, t, x0
+        ) * x0
+
+    def model_output_from_eps(self, x_t, t, eps):
+        """The output a network with this ``prediction`` gives where the noise estimate is eps
+        (turns an eps-denoiser, such as an exact one, into a model of this diffusion)."""
+        if self.prediction == "eps":
+            return eps
+        t = self._timesteps(t, x_t)
+        x0 = self.predict_x0(x_t, t, eps)
+        return x0 if self.prediction == "x0" else self.model_target(x0, t, eps)
+
+    def model_predictions(
+        self,
+        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
+        x_t,                # Noisy maps (B, ...).
+        t,                  # Timesteps, LongTensor (B,) or an int, 0-based.
+        cond,               # Conditioning passed to the model untouched.
+    ):
+        """(eps_hat, x0_hat) from one network call, whatever the parametrisation."""
+        t = self._timesteps(t, x_t)
+        out = model(x_t, t, cond)
+        if out.shape != x_t.shape:
+            raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(x_t.shape)}")
+        if self.prediction == "eps":
+            return out, self.predict_x0(x_t, t, out)
+        if self.prediction == "x0":
+            return self.predict_eps(x_t, t, out), out
+        a = self._extract(self.sqrt_alphas_cumprod, t, x_t)
+        s = self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+        return s * x_t + a * out, a * x_t - s * out
+
     # ---------------------------------------------------------------- reverse process
 
     def p_mean_variance(
         self,
-        model,              # Noise predictor model(x_t, t, cond) -> eps_hat.
+        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
         x_t,                # Noisy maps (B, ...).
         t,                  # Timesteps, LongTensor (B,) or an int, 0-based.
         cond,               # Conditioning passed to the model untouched ((B, 2) parameters, or None).
@@ -397,10 +460,7 @@ class GaussianDiffusion:
     ):
         """Mean, variance, log variance of p(x_{t-1} | x_t), and x0_hat."""
         t = self._timesteps(t, x_t)
-        eps = model(x_t, t, cond)
-        if eps.shape != x_t.shape:
-            raise ValueError(f"model returned shape {tuple(eps.shape)} for input {tuple(x_t.shape)}")
-        x0_hat = self.predict_x0(x_t, t, eps)
+        _, x0_hat = self.model_predictions(model, x_t, t, cond)
         if clip is not None:
             lo, hi = (-clip, clip) if np.isscalar(clip) else clip
             x0_hat = x0_hat.clamp(lo, hi)
@@ -413,7 +473,7 @@ class GaussianDiffusion:
 
     def training_losses(
         self,
-        model,              # Noise predictor model(x_t, t, cond) -> eps_hat.
+        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
         x0,                 # Clean maps (B, ...).
         cond,               # Conditioning passed to the model untouched.
         t       = None,     # Timesteps (B,); None: drawn by self.sampler (with its importance weights).
@@ -422,7 +482,8 @@ class GaussianDiffusion:
         generator = None,   # torch.Generator for t and noise when they are drawn here.
     ):
         """Per-sample loss (B,): the mean over pixels of Huber (delta 1) or squared error
-        between the true and predicted noise, times the weights. With ``t=None`` the
+        between the network's output and its target (:meth:`model_target`: the noise for
+        ``prediction="eps"``), times the weights. With ``t=None`` the
         sampler's importance weights are applied, so ``.mean()`` estimates the uniform-t loss
         for every sampler."""
         B = x0.shape[0]
@@ -433,11 +494,12 @@ class GaussianDiffusion:
         if noise is None:
             noise = _randn(x0.shape, generator, x0.device, x0.dtype)
         x_t = self.q_sample(x0, t, noise)
-        eps = model(x_t, t, cond)
+        out = model(x_t, t, cond)
+        target = self.model_target(x0, t, noise.to(x0))
         if self.loss == "huber":
-            per = F.huber_loss(eps, noise, delta=1.0, reduction="none")
+            per = F.huber_loss(out, target, delta=1.0, reduction="none")
         else:
-            per = F.mse_loss(eps, noise, reduction="none")
+            per = F.mse_loss(out, target, reduction="none")
         loss = per.mean(dim=tuple(range(1, per.ndim))) if per.ndim > 1 else per
         if weights is not None:
             loss = loss * torch.as_tensor(weights).to(loss)
@@ -454,7 +516,7 @@ class GaussianDiffusion:
     @torch.no_grad()
     def sample(
         self,
-        model,              # Noise predictor model(x_t, t, cond) -> eps_hat.
+        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
         shape,              # Output shape (B, C, H, W).
         cond,               # Conditioning (B, ...) passed to the model untouched, or None.
         generator = None,   # torch.Generator for x_T and every step's noise (default: global RNG).
@@ -475,22 +537,60 @@ class GaussianDiffusion:
                 x = mean
         return x
 
-    def ddim_timesteps(self, steps):
-        """The DDIM timesteps, increasing: ``round(linspace(0, T-1, steps))``, so both 0 and
-        T-1 are included and the gaps are T-1 / (steps-1) rounded (20 or 21 for T = 1000,
-        steps = 50). Distinct for 2 <= steps <= T."""
+    def ddim_timesteps(
+        self,
+        steps,              # Number of timesteps (network calls), 2 <= steps <= T.
+        spacing = "linear", # "linear", "quadratic" or "edm" (see DDIM_SPACINGS and below).
+        rho     = 7.0,      # "edm": exponent of the noise-level grid (Karras et al. 2022 use 7).
+    ):
+        """The DDIM timesteps, increasing and distinct; both 0 and T-1 are included.
+
+        - ``"linear"``: ``round(linspace(0, T-1, steps))``: gaps of (T-1)/(steps-1) rounded
+          (20 or 21 for T = 1000, steps = 50).
+        - ``"quadratic"``: ``round((T-1) (i/(steps-1))^2)`` (Song et al. 2021): denser at small t.
+        - ``"edm"``: uniform in sigma^(1/rho), sigma_t = sqrt((1 - abar_t) / abar_t) the noise
+          level in units of the signal (Karras et al. 2022, eq. 5), mapped to the nearest
+          timesteps: most steps where the noise is small.
+
+        Where the data's variance is small next to the noise (log10 maps min-max scaled to
+        [-1, 1] have a pixel std of 0.15-0.2), all the structure is decided at small t
+        (abar_t = 0.98 at t = 56 with the authors' schedule), and a linear grid spends nearly
+        all its steps on pure noise: its last step jumps from t = 111 to 0 at steps = 10, and
+        x0_hat at t = 111 is a posterior mean that has lost the small scales.
+        """
         steps = int(steps)
         if not 2 <= steps <= self.T:
             raise ValueError(f"steps must be in [2, T={self.T}], got {steps}")
-        return np.round(np.linspace(0, self.T - 1, steps)).astype(np.int64)
+        if spacing == "linear":
+            return np.round(np.linspace(0, self.T - 1, steps)).astype(np.int64)
+        u = np.linspace(0.0, 1.0, steps)
+        if spacing == "quadratic":
+            ts = np.round((self.T - 1) * u**2).astype(np.int64)
+        elif spacing == "edm":
+            sigma = np.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)  # increasing in t
+            grid = (sigma[0] ** (1 / rho) + u * (sigma[-1] ** (1 / rho) - sigma[0] ** (1 / rho))) ** rho
+            ts = np.clip(np.searchsorted(sigma, grid), 0, self.T - 1)
+            below = np.clip(ts - 1, 0, self.T - 1)  # the nearest of the two neighbours, in log sigma
+            ts = np.where(np.abs(np.log(sigma[below] / grid)) < np.abs(np.log(sigma[ts] / grid)), below, ts).astype(np.int64)
+        else:
+            raise ValueError(f"unknown DDIM spacing {spacing!r}; expected one of {DDIM_SPACINGS}")
+        # distinct: push collisions at small t upwards, then keep T-1 last
+        for i in range(1, steps):
+            ts[i] = max(ts[i], ts[i - 1] + 1)
+        for i in range(steps - 1, 0, -1):
+            ts[i] = min(ts[i], self.T - 1 - (steps - 1 - i))
+            ts[i - 1] = min(ts[i - 1], ts[i] - 1)
+        ts[0], ts[-1] = 0, self.T - 1
+        return ts
 
     @torch.no_grad()
     def ddim_sample(
         self,
-        model,              # Noise predictor model(x_t, t, cond) -> eps_hat.
+        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
         shape,              # Output shape (B, C, H, W).
         cond,               # Conditioning (B, ...) passed to the model untouched, or None.
-        steps     = 50,     # Number of network calls, on the timesteps of ddim_timesteps(steps).
+        steps     = 50,     # Number of network calls, on the timesteps of ddim_timesteps(steps, spacing).
+        spacing   = "linear",  # Timestep grid: "linear", "quadratic" or "edm" (see ddim_timesteps).
         eta       = 0.0,    # Stochasticity: 0 deterministic DDIM, 1 DDPM-like variance.
         generator = None,   # torch.Generator for x_T (and the noise when eta > 0).
         progress  = False,  # Show a tqdm progress bar.
@@ -501,12 +601,11 @@ class GaussianDiffusion:
         """DDIM (Song et al. 2021) on the strided timesteps of :meth:`ddim_timesteps`, from
         x_{T-1} ~ N(0, I); the last call, at t = 0, returns x0_hat (abar_{-1} = 1)."""
         x, device, dtype = self._start(shape, cond, generator, device, dtype)
-        ts = self.ddim_timesteps(steps)[::-1]
+        ts = self.ddim_timesteps(steps, spacing)[::-1]
         prev = np.append(ts[1:], -1)
         for i, j in _progress(list(zip(ts, prev)), progress, "ddim"):
             t = torch.full((shape[0],), int(i), device=device, dtype=torch.long)
-            eps = model(x, t, cond)
-            x0_hat = self.predict_x0(x, t, eps)
+            eps, x0_hat = self.model_predictions(model, x, t, cond)
             if clip is not None:
                 lo, hi = (-clip, clip) if np.isscalar(clip) else clip
                 x0_hat = x0_hat.clamp(lo, hi)
@@ -521,6 +620,54 @@ class GaussianDiffusion:
                 x = x + sigma * _randn(shape, generator, device, dtype)
         return x
 
+    @torch.no_grad()
+    def dpm_solver_sample(
+        self,
+        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
+        shape,              # Output shape (B, C, H, W).
+        cond,               # Conditioning (B, ...) passed to the model untouched, or None.
+        steps     = 25,     # Number of network calls, on the timesteps of ddim_timesteps(steps, spacing).
+        spacing   = "quadratic",  # Timestep grid (see ddim_timesteps).
+        generator = None,   # torch.Generator for x_T.
+        progress  = False,  # Show a tqdm progress bar.
+        device    = None,   # Device of the samples (default: cond's device, else CPU).
+        dtype     = None,   # dtype of the samples (default: torch's default dtype).
+        clip      = None,   # Clamp x0_hat at every step (see p_mean_variance); None: no clamp.
+    ):
+        """DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, algorithm 2): the probability-flow
+        ODE solved in lambda = log(sqrt(abar) / sqrt(1 - abar)) with x0_hat extrapolated
+        linearly from the last two network calls; the same calls as DDIM, second order.
+
+        From t_{i-1} to t_i, with h_i = lambda_i - lambda_{i-1} and r_i = h_{i-1} / h_i:
+        ``x_i = (sigma_i / sigma_{i-1}) x_{i-1} - alpha_i (e^{-h_i} - 1) D_i``,
+        ``D_i = (1 + 1 / (2 r_i)) x0_hat_{i-1} - x0_hat_{i-2} / (2 r_i)`` (D = x0_hat_{i-1},
+        which is DDIM's step, for the first step). The last call, at t = 0, returns x0_hat as
+        DDIM does; with steps = 2 the two samplers coincide.
+        """
+        x, device, dtype = self._start(shape, cond, generator, device, dtype)
+        ts = self.ddim_timesteps(steps, spacing)[::-1]
+        alpha = np.sqrt(self.alphas_cumprod)
+        sigma = np.sqrt(1.0 - self.alphas_cumprod)
+        lam = np.log(alpha) - np.log(sigma)
+        prev_x0, prev_h = None, None
+        for k, i in enumerate(_progress(list(ts), progress, "dpm-solver++")):
+            t = torch.full((shape[0],), int(i), device=device, dtype=torch.long)
+            _, x0_hat = self.model_predictions(model, x, t, cond)
+            if clip is not None:
+                lo, hi = (-clip, clip) if np.isscalar(clip) else clip
+                x0_hat = x0_hat.clamp(lo, hi)
+            if k == len(ts) - 1:
+                return x0_hat
+            j = int(ts[k + 1])
+            h = lam[j] - lam[i]
+            d = x0_hat
+            if prev_x0 is not None:
+                r = prev_h / h
+                d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * prev_x0
+            x = (sigma[j] / sigma[i]) * x - alpha[j] * math.expm1(-h) * d
+            prev_x0, prev_h = x0_hat, h
+        return x
+
     # ---------------------------------------------------------------- variational bound
 
     def prior_kl(self, x0):
@@ -531,7 +678,7 @@ class GaussianDiffusion:
 
     def vb_terms(
         self,
-        model,              # Noise predictor model(x_t, t, cond) -> eps_hat.
+        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
         x0,                 # Clean maps (B, ...).
         cond,               # Conditioning passed to the model untouched.
         t,                  # Timesteps, LongTensor (B,), any mix of values in 0..T-1.
@@ -550,7 +697,7 @@ class GaussianDiffusion:
 
     def nll_bound(
         self,
-        model,              # Noise predictor model(x_t, t, cond) -> eps_hat.
+        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
         x0,                 # Clean maps (B, ...).
         cond,               # Conditioning (B, ...) passed to the model untouched, or None.
         timesteps    = None,   # Timesteps whose terms are summed (ints in 0..T-1); None: all 0..T-1.
@@ -630,8 +777,10 @@ def _progress(it, show, desc):
 
 
 __all__ = [
+    "DDIM_SPACINGS",
     "LOSSES",
     "MODEL_VARIANCES",
+    "PREDICTIONS",
     "SAMPLERS",
     "SCHEDULES",
     "GaussianDiffusion",

@@ -430,6 +430,7 @@ class WienerOracle(torch.nn.Module):
     ):
         super().__init__()
         self.abar = np.asarray(diffusion.alphas_cumprod, dtype=np.float64)
+        self.diffusion = diffusion
         self.normalisation = tuple(float(v) for v in normalisation)
         self.box_size = float(box_size)
         self.native_resolution = None if native_resolution is None else int(native_resolution)
@@ -468,7 +469,8 @@ class WienerOracle(torch.nn.Module):
         return torch.from_numpy(self.abar)[t.detach().cpu().long()].to(device).view(-1, 1, 1, 1)
 
     def forward(self, x_t, t, cond):
-        """eps_hat (B, 1, N, N) for x_t (B, 1, N, N), timesteps t (B,), cond (B, 2)."""
+        """The network output of the diffusion's parametrisation (eps_hat for
+        ``prediction="eps"``), (B, 1, N, N), for x_t (B, 1, N, N), timesteps t (B,), cond (B, 2)."""
         dt = torch.float32 if x_t.device.type == "mps" else torch.float64
         x = x_t.to(dt)
         lam, mu = self._batch_spectra(cond, x.shape[-1], x.device)
@@ -476,7 +478,7 @@ class WienerOracle(torch.nn.Module):
         lam, mu, a = lam.to(dt), mu.to(dt), a.to(dt)
         filt = (1.0 - a).sqrt() / (a * lam + 1.0 - a)
         eps = torch.fft.ifft2(filt * torch.fft.fft2(x - a.sqrt() * mu)).real
-        return eps.to(x_t.dtype)
+        return self.diffusion.model_output_from_eps(x, t, eps).to(x_t.dtype)
 
     def mmse(
         self,

@@ -178,7 +178,10 @@ def model_from_checkpoint(path, ema=True, map_location="cpu"):
 def diffusion_from_config(cfg):
     """GaussianDiffusion from the config's diffusion section."""
     return GaussianDiffusion(
-        make_betas(cfg["schedule"], cfg["timesteps"]), loss=cfg["loss"], model_variance=cfg.get("model_variance", "fixedlarge")
+        make_betas(cfg["schedule"], cfg["timesteps"]),
+        loss=cfg["loss"],
+        model_variance=cfg.get("model_variance", "fixedlarge"),
+        prediction=cfg.get("prediction", "eps"),  # checkpoints written before the option predict eps
     )
 
 
@@ -251,7 +254,7 @@ def train(
 
     data_path:        prepared HDF5 file of the stage's resolution (its train split is used).
     model_config:     UNet keyword arguments (config: model).
-    diffusion_config: {schedule, timesteps, loss} (config: diffusion).
+    diffusion_config: {schedule, timesteps, loss, model_variance, prediction} (config: diffusion).
     settings:         :class:`TrainSettings`.
     checkpoint_dir:   where the declared checkpoints go.
     state_dir:        where the resumable state goes (not declared to the workflow).

@@ -121,16 +121,62 @@ def test_validation_table(trained):
         assert set(sims) <= set(f["val"]["sim"][:])
     table = validation.validate(Emulator.from_checkpoint(ckpt), data, sims, n_samples=2, steps=3)
     assert list(table.columns) == validation.TABLE_COLUMNS and len(table) == 2
-    assert np.isfinite(table[["chi2_samples", "chi2_sims", "density_z"]].to_numpy()).all()
+    assert np.isfinite(table[validation.STAT_COLUMNS].to_numpy()).all()
     with pytest.raises(ValueError, match="the val split has 2 simulations"):
         validation.choose_points(data, 3, seed=0)
 
 
-def test_select_picks_the_lowest_mean_chi2():
-    def table(values):
-        return pd.DataFrame({"chi2_samples": values, "chi2_sims": [1.3] * len(values), "density_z": [0.1] * len(values)})
+def _table(chi2, chi2_log=(1.0, 1.0)):
+    n = len(chi2)
+    return pd.DataFrame({"chi2_samples": chi2, "chi2_sims": [1.3] * n, "chi2_log_samples": chi2_log,
+                         "chi2_log_sims": [1.3] * n, "density_z": [0.1, -0.3][:n], "pdf_w1_dex": [0.2] * n})
 
-    tables = {"a.pt": (100, table([5.0, 3.0])), "b.pt": (200, table([2.0, 2.5])), "c.pt": (300, table([1.0, 9.0]))}
+
+def test_select_picks_the_lowest_mean_of_the_chosen_statistic():
+    tables = {"a.pt": (100, _table([5.0, 3.0], [1.0, 1.2])), "b.pt": (200, _table([2.0, 2.5], [4.0, 4.0])),
+              "c.pt": (300, _table([1.0, 9.0], [2.0, 2.0]))}
     choice, summary = validation.select(tables)
     assert choice["checkpoint"] == "b.pt" and choice["iteration"] == 200 and choice["chi2_samples"] == 2.25
+    assert choice["select_by"] == "chi2" and choice["criterion"] == "chi2_samples"
     assert summary["iteration"].tolist() == [100, 200, 300]
+    assert summary["abs_density_z"].tolist() == pytest.approx([0.2] * 3)
+    choice, _ = validation.select(tables, "chi2_log")
+    assert choice["checkpoint"] == "a.pt" and choice["chi2_log_samples"] == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="unknown select_by 'loss'; choose one of"):
+        validation.select(tables, "loss")
+    old = {"d.pt": (100, _table([1.0, 1.0]).drop(columns=["chi2_log_samples", "chi2_log_sims"]))}
+    with pytest.raises(ValueError, match="lacks \\['chi2_log_samples', 'chi2_log_sims'\\]: rerun validate_checkpoint"):
+        validation.select(old)
+
+
+def test_log_field_power_is_the_spectrum_of_the_log_field_minus_its_mean():
+    rng = np.random.default_rng(4)
+    x = rng.normal(11.0, 0.5, (3, 16, 16))
+    from cosmodiff.powerspec import power_spectrum
+
+    k, p = validation.log_field_power(x)
+    # P of field/mean - 1 for field = c (x - mean) + c: c cancels, leaving x - mean
+    _, ref = power_spectrum(5.0 * (x - x.mean(axis=(-2, -1), keepdims=True)) + 5.0, box_size=25.0)
+    np.testing.assert_allclose(p, ref, rtol=1e-12)
+    # adding a constant to the log field (a mass rescaling) leaves it unchanged
+    np.testing.assert_allclose(validation.log_field_power(x + 0.7)[1], p, rtol=1e-9)
+
+
+def test_paper_chi2_is_blind_to_pixel_shuffled_lognormal_maps_and_the_log_chi2_is_not():
+    # lognormal maps (the demo's data, 64^2): pixel-shuffled copies keep the one-point PDF and
+    # lose every correlation. The paper's chi-squared of P(k) of field/mean - 1 scores them
+    # better than the simulations score each other; that of the log10 field rejects them,
+    # and for independent draws it matches the Gaussian expectation (log Sigma is Gaussian).
+    from cosmodiff import stats, synthetic
+
+    sims = np.log10(synthetic.lognormal_maps(0.3, 0.8, 15, seed=0, resolution=64)).astype(np.float64)
+    draws = np.log10(synthetic.lognormal_maps(0.3, 0.8, 8, seed=1, resolution=64)).astype(np.float64)
+    rng = np.random.default_rng(2)
+    shuffled = np.stack([rng.permutation(m.ravel()).reshape(m.shape) for m in draws])
+    real = validation.point_statistics(draws, sims)
+    noise = validation.point_statistics(shuffled, sims)
+    assert noise["chi2_samples"] < noise["chi2_sims"]          # blind
+    assert noise["chi2_log_samples"] > 100 * noise["chi2_log_sims"]  # not blind
+    assert 0.7 < real["chi2_log_samples"] < 2.0
+    assert real["chi2_log_sims"] == pytest.approx(stats.expected_reduced_chi2(14, 32), rel=0.15)
+    assert noise["pdf_w1_dex"] == pytest.approx(real["pdf_w1_dex"])  # same pixels

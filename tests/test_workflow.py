@@ -60,10 +60,10 @@ EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain":
 @pytest.mark.parametrize(
     "name,expected",
     [
-        # one validation job per checkpoint: demo 4 + 3, smoke 2 + 2, paper 12 + 20
+        # one validation job per checkpoint: demo 4 + 2, smoke 2 + 2, paper 12 + 20
         # ... and one posterior job per test field: demo 15, smoke 2, paper 150
         # ... and the exact-denoiser check where the data are lognormal (demo only)
-        ("config", {"synthesize": 1, "validate_checkpoint": 7, "posterior": 15, "calibration": 1, "oracle": 1,
+        ("config", {"synthesize": 1, "validate_checkpoint": 6, "posterior": 15, "calibration": 1, "oracle": 1,
                     **EMULATE}),
         ("smoke", {"synthesize": 1, "validate_checkpoint": 4, "posterior": 2, "calibration": 1, **EMULATE}),
         ("paper", {"download": 2, "validate_checkpoint": 32, "posterior": 150, "calibration": 1, **EMULATE}),
@@ -182,6 +182,16 @@ def test_rerun_after_a_config_edit_touches_only_what_changed(smoke_run, tmp_path
     cfg = write_config(tmp_path / "edit4.yaml", **{"sampling.steps": 4})
     jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
     assert set(jobs) - {"all"} == {"sample", "plot_emulation", "paper"}, jobs
+    # the selection criterion reruns the selections and what follows them, not the pretraining
+    # or its validation jobs (only the fine-tuned checkpoints, which are new, are validated)
+    cfg = write_config(tmp_path / "edit6.yaml", **{"validation.select_by": "chi2"})
+    jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
+    assert "pretrain" not in jobs and jobs["select_checkpoint"] == 2 and jobs["finetune"] == 1, jobs
+    assert jobs["validate_checkpoint"] == 2, jobs
+    # the validation sampler's grid reruns every validation job, not the training
+    cfg = write_config(tmp_path / "edit7.yaml", **{"validation.spacing": "edm"})
+    jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
+    assert "pretrain" not in jobs and jobs["validate_checkpoint"] == 4, jobs
     # one more inference field runs that field and the calibration, not the existing fields
     cfg = write_config(tmp_path / "edit5.yaml", **{"inference.n_fields": 3})
     jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))

@@ -461,9 +461,7 @@ class GaussianDiffusion:
         """Mean, variance, log variance of p(x_{t-1} | x_t), and x0_hat."""
         t = self._timesteps(t, x_t)
         _, x0_hat = self.model_predictions(model, x_t, t, cond)
-        if clip is not None:
-            lo, hi = (-clip, clip) if np.isscalar(clip) else clip
-            x0_hat = x0_hat.clamp(lo, hi)
+        x0_hat = _clamp(x0_hat, clip)
         mean, _, _ = self.q_posterior(x0_hat, x_t, t)
         var = self._extract(self.model_variance, t, x_t)
         logvar = self._extract(self.model_log_variance, t, x_t)
@@ -607,8 +605,7 @@ class GaussianDiffusion:
             t = torch.full((shape[0],), int(i), device=device, dtype=torch.long)
             eps, x0_hat = self.model_predictions(model, x, t, cond)
             if clip is not None:
-                lo, hi = (-clip, clip) if np.isscalar(clip) else clip
-                x0_hat = x0_hat.clamp(lo, hi)
+                x0_hat = _clamp(x0_hat, clip)
                 eps = self.predict_eps(x, t, x0_hat)
             if j < 0:
                 x = x0_hat
@@ -652,10 +649,7 @@ class GaussianDiffusion:
         prev_x0, prev_h = None, None
         for k, i in enumerate(_progress(list(ts), progress, "dpm-solver++")):
             t = torch.full((shape[0],), int(i), device=device, dtype=torch.long)
-            _, x0_hat = self.model_predictions(model, x, t, cond)
-            if clip is not None:
-                lo, hi = (-clip, clip) if np.isscalar(clip) else clip
-                x0_hat = x0_hat.clamp(lo, hi)
+            x0_hat = _clamp(self.model_predictions(model, x, t, cond)[1], clip)
             if k == len(ts) - 1:
                 return x0_hat
             j = int(ts[k + 1])
@@ -759,6 +753,14 @@ class GaussianDiffusion:
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _clamp(x0_hat, clip):
+    """x0_hat clamped to [-clip, clip] (a number) or [lo, hi] (a pair); unchanged for None."""
+    if clip is None:
+        return x0_hat
+    lo, hi = (-clip, clip) if np.isscalar(clip) else clip
+    return x0_hat.clamp(lo, hi)
 
 
 def _randn(shape, generator, device, dtype):

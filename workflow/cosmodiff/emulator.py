@@ -21,7 +21,7 @@ import torch
 from .cosmology import BOX_SIZE, MAP_UNITS, PARAM_NAMES
 from .prepare import normalise
 
-SAMPLERS = ("ancestral", "ddim")
+SAMPLERS = ("ancestral", "ddim", "dpm2m")
 
 
 class Emulator:
@@ -59,14 +59,16 @@ class Emulator:
         return normalise(np.asarray(log_maps, dtype=np.float64), self.normalisation)
 
     @torch.no_grad()
-    def sample(self, omega_m, sigma_8, n, sampler="ddim", steps=50, seed=0, batch_size=16, resolution=None, clip=True, progress=False):
+    def sample(self, omega_m, sigma_8, n, sampler="ddim", steps=50, seed=0, batch_size=16, resolution=None, clip=True, progress=False,
+               spacing="linear"):
         """n log10 maps (n, N, N) float32 at one parameter point.
 
         omega_m, sigma_8: the parameter point.
         n:           number of maps.
-        sampler:     "ancestral" (DDPM, T network evaluations per map) or "ddim"
-                     (deterministic, ``steps`` evaluations).
-        steps:       DDIM steps (ignored by the ancestral sampler).
+        sampler:     "ancestral" (DDPM, T network evaluations per map), "ddim"
+                     (deterministic, ``steps`` evaluations) or "dpm2m" (DPM-Solver++(2M):
+                     the same ODE and calls as DDIM, second order).
+        steps:       DDIM / DPM-Solver steps (ignored by the ancestral sampler).
         seed:        seed of the starting noise (and of the ancestral noise).
         batch_size:  maps per network call.
         resolution:  output size (default: the training resolution; the network is fully
@@ -77,6 +79,8 @@ class Emulator:
                      amplifies noise-prediction errors ~100 times at t ~ T; an under-trained
                      network then produces log-densities tens of dex off without the clamp.
         progress:    show a progress bar over the denoising steps.
+        spacing:     timestep grid of ddim / dpm2m, "linear", "quadratic" or "edm"
+                     (:meth:`cosmodiff.diffusion.GaussianDiffusion.ddim_timesteps`).
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
@@ -92,9 +96,9 @@ class Emulator:
                 if sampler == "ancestral":
                     x = self.diffusion.sample(self.model, shape, cond, generator=gen, progress=progress, device=self.device, clip=clamp)
                 else:
-                    x = self.diffusion.ddim_sample(
-                        self.model, shape, cond, steps=steps, generator=gen, progress=progress, device=self.device, clip=clamp
-                    )
+                    solve = self.diffusion.ddim_sample if sampler == "ddim" else self.diffusion.dpm_solver_sample
+                    x = solve(self.model, shape, cond, steps=steps, spacing=spacing, generator=gen, progress=progress,
+                              device=self.device, clip=clamp)
             out.append(x.float().cpu().numpy()[:, 0])
         return self.to_log10(np.concatenate(out)).astype(np.float32)
 

@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .powerspec import power_spectrum  # noqa: E402
@@ -158,28 +159,36 @@ def loss_curve(metrics_path, title="training"):
     return fig
 
 
-def chi2_vs_iteration(summary, tables, title="checkpoints"):
-    """Mean reduced chi-squared of samples per checkpoint, with the simulations' leave-one-out
-    reference as a band (range over validation points) and the selected checkpoint marked.
+def chi2_vs_iteration(summary, tables, title="checkpoints", selected=None):
+    """Mean reduced chi-squared of samples per checkpoint, for P(k) of field / mean - 1 (the
+    paper's) and of the log10 field, with the simulations' leave-one-out reference as a band
+    (range over validation points) and the selected checkpoint marked.
 
-    summary: DataFrame of :func:`cosmodiff.validation.select`.
-    tables:  mapping checkpoint -> (iteration, per-point DataFrame).
+    summary:  DataFrame of :func:`cosmodiff.validation.select`.
+    tables:   mapping checkpoint -> (iteration, per-point DataFrame).
+    selected: iteration of the selected checkpoint (default: the lowest paper chi-squared).
     """
     _style()
-    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
-    for _, (it, df) in tables.items():
-        ax.scatter(np.full(len(df), it), df["chi2_samples"], s=10, color="C0", alpha=0.4, lw=0)
-    ax.plot(summary["iteration"], summary["chi2_samples"], "o-", color="C0", label="samples (mean over points)")
-    ref = next(iter(tables.values()))[1]["chi2_sims"]
-    ax.axhspan(ref.min(), ref.max(), color="0.8", alpha=0.6, label="simulations, leave-one-out (range)")
-    ax.axhline(ref.mean(), color="0.4", lw=1)
-    best = summary.loc[summary["chi2_samples"].idxmin()]
-    ax.scatter([best["iteration"]], [best["chi2_samples"]], s=120, facecolor="none", edgecolor="C3", lw=2, label="selected", zorder=5)
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(r"reduced $\chi^2$ of $P(k)$")
-    ax.set_title(f"{title}: validation chi-squared per checkpoint")
-    ax.legend(fontsize=8)
+    if selected is None:
+        selected = int(summary.loc[summary["chi2_samples"].idxmin(), "iteration"])
+    best = summary.loc[summary["iteration"] == selected].iloc[0]
+    panels = (("chi2", r"$P(k)$ of $\Sigma/\bar\Sigma - 1$ (paper)"), ("chi2_log", r"$P(k)$ of $\log_{10}\Sigma$"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True, sharex=True)
+    for ax, (name, label) in zip(axes, panels):
+        col = f"{name}_samples"
+        for _, (it, df) in tables.items():
+            ax.scatter(np.full(len(df), it), df[col], s=10, color="C0", alpha=0.4, lw=0)
+        ax.plot(summary["iteration"], summary[col], "o-", color="C0", label="samples (mean over points)")
+        ref = next(iter(tables.values()))[1][f"{name}_sims"]
+        ax.axhspan(ref.min(), ref.max(), color="0.8", alpha=0.6, label="simulations, leave-one-out (range)")
+        ax.axhline(ref.mean(), color="0.4", lw=1)
+        ax.scatter([best["iteration"]], [best[col]], s=120, facecolor="none", edgecolor="C3", lw=2, label="selected", zorder=5)
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(r"reduced $\chi^2$")
+        ax.set_title(label, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{title}: validation chi-squared per checkpoint (selected: iteration {selected})")
     return fig
 
 
@@ -214,37 +223,46 @@ def emulation_maps(gen_log, sim_log, params, n_show=3):
 
 
 def emulation_power(gen_log, sim_log, params, chi2=None):
-    """P(k) of generated and simulated maps per point (mean and map-to-map scatter).
+    """P(k) of generated and simulated maps per point (mean and map-to-map scatter), of
+    Sigma / mean - 1 (the paper's, top) and of the log10 field minus its mean (bottom).
 
     gen_log, sim_log: lists of (n, N, N) log10 maps per point; params: (n_points, 2);
-    chi2: optional (chi2 of samples, chi2 of simulations) per point for the titles.
-    The lower panels show z(k) = (<P_gen> - <P_sim>) / sigma_sim(k): the offset of the
+    chi2: optional per-point rows (chi2 of samples, chi2 of simulations, and optionally the
+    same two for the log field) for the titles.
+    Under each spectrum, z(k) = (<P_gen> - <P_sim>) / sigma_sim(k): the offset of the
     generated mean in units of the simulations' map-to-map scatter.
     """
+    from .validation import log_field_power
+
     _style()
     n = len(gen_log)
-    fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 5.2), sharex=True, constrained_layout=True, squeeze=False,
-                             gridspec_kw={"height_ratios": [2.2, 1]})
+    fig, axes = plt.subplots(4, n, figsize=(3.4 * n, 9.6), sharex=True, constrained_layout=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [2.2, 1, 2.2, 1]})
+    spectra = ((_pk, r"$P(k)$ of $\Sigma/\bar\Sigma - 1$ [(Mpc/$h$)$^2$]"),
+               (log_field_power, r"$P(k)$ of $\log_{10}\Sigma$ [dex$^2$ (Mpc/$h$)$^2$]"))
     for i in range(n):
-        k, ps = _pk(sim_log[i])
-        _, pg = _pk(gen_log[i])
-        ax, az = axes[0, i], axes[1, i]
-        for p, colour, label in ((ps, "k", "simulated"), (pg, "C3", "generated")):
-            m, s = p.mean(0), p.std(0, ddof=1)
-            ax.fill_between(k, m - s, m + s, color=colour, alpha=0.2, lw=0)
-            ax.loglog(k, m, color=colour, lw=1.5, label=f"{label} ({len(p)})")
-        z = (pg.mean(0) - ps.mean(0)) / ps.std(0, ddof=1)
-        az.axhspan(-1, 1, color="0.85")
-        az.plot(k, z, color="C3", lw=1)
-        az.axhline(0, color="k", lw=0.8)
-        az.set_xscale("log")
-        az.set_xlabel(r"$k$ [$h$/Mpc]")
-        title = rf"$\Omega_m$={params[i][0]:.3f} $\sigma_8$={params[i][1]:.3f}"
-        if chi2 is not None:
-            title += "\n" + rf"$\chi^2_{{red}}$ gen {chi2[i][0]:.2f}, sims {chi2[i][1]:.2f}"
-        ax.set_title(title, fontsize=9)
-    axes[0, 0].set_ylabel(r"$P(k)$ [(Mpc/$h$)$^2$]")
-    axes[1, 0].set_ylabel(r"$z(k)$ [$\sigma_{sim}$]")
+        for row, (spectrum, ylabel) in enumerate(spectra):
+            k, ps = spectrum(sim_log[i])
+            _, pg = spectrum(gen_log[i])
+            ax, az = axes[2 * row, i], axes[2 * row + 1, i]
+            for p, colour, label in ((ps, "k", "simulated"), (pg, "C3", "generated")):
+                lo, hi = np.percentile(p, [16, 84], axis=0)  # mean - std crosses zero for skewed P
+                ax.fill_between(k, lo, hi, color=colour, alpha=0.2, lw=0)
+                ax.loglog(k, p.mean(0), color=colour, lw=1.5, label=f"{label} ({len(p)})")
+            z = (pg.mean(0) - ps.mean(0)) / ps.std(0, ddof=1)
+            az.axhspan(-1, 1, color="0.85")
+            az.plot(k, z, color="C3", lw=1)
+            az.axhline(0, color="k", lw=0.8)
+            az.set_xscale("log")
+            if chi2 is not None and len(chi2[i]) >= 2 * row + 2:
+                ax.text(0.03, 0.04, rf"$\chi^2_{{red}}$ gen {chi2[i][2 * row]:.3g}, sims {chi2[i][2 * row + 1]:.3g}",
+                        transform=ax.transAxes, fontsize=8)
+            if i == 0:
+                ax.set_ylabel(ylabel, fontsize=8)
+                az.set_ylabel(r"$z(k)$ [$\sigma_{sim}$]", fontsize=8)
+        axes[-1, i].set_xlabel(r"$k$ [$h$/Mpc]")
+        axes[-1, i].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axes[0, i].set_title(rf"$\Omega_m$={params[i][0]:.3f} $\sigma_8$={params[i][1]:.3f}", fontsize=9)
     axes[0, 0].legend(fontsize=8)
     return fig
 
@@ -338,22 +356,29 @@ def emulation_peaks(gen_log, sim_log, params, n_thresholds=12):
 
 
 def sampler_cost(df, title=""):
-    """Mean reduced chi-squared against network evaluations per map, per sampler; the
-    simulations' leave-one-out value as the reference line."""
+    """Mean reduced chi-squared against network evaluations per map, per sampler, for P(k) of
+    field / mean - 1 (the paper's) and of the log10 field; the simulations' leave-one-out
+    values as reference lines."""
     _style()
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    d = df[df["sampler"] == "ddim"].sort_values("evaluations")
-    ax.plot(d["evaluations"], d["chi2_samples"], "o-", color="C0", label="DDIM")
-    a = df[df["sampler"] == "ancestral"]
-    if len(a):
-        ax.scatter(a["evaluations"], a["chi2_samples"], marker="s", s=60, color="C3", label="ancestral (DDPM)", zorder=5)
-    ax.axhline(df["chi2_sims"].mean(), color="0.4", ls="--", label="simulations (leave-one-out)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("network evaluations per map")
-    ax.set_ylabel(r"mean reduced $\chi^2$ of $P(k)$")
-    ax.set_title(f"Sampler cost vs fidelity {title}".strip())
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True, sharex=True)
+    for ax, (name, label) in zip(axes, (("chi2", r"$P(k)$ of $\Sigma/\bar\Sigma - 1$ (paper)"), ("chi2_log", r"$P(k)$ of $\log_{10}\Sigma$"))):
+        col = f"{name}_samples"
+        spacing = df["spacing"] if "spacing" in df else "linear"
+        for (sampler, grid), d in df.assign(spacing=spacing).groupby(["sampler", "spacing"], sort=False):
+            if sampler != "ancestral":
+                d = d.sort_values("evaluations")
+                ax.plot(d["evaluations"], d[col], "o-" if sampler == "dpm2m" else "s--", label=f"{sampler}, {grid} grid")
+        a = df[df["sampler"] == "ancestral"]
+        if len(a):
+            ax.scatter(a["evaluations"], a[col], marker="s", s=60, color="C3", label="ancestral (DDPM)", zorder=5)
+        ax.axhline(df[f"{name}_sims"].mean(), color="0.4", ls="--", label="simulations (leave-one-out)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("network evaluations per map")
+        ax.set_ylabel(r"mean reduced $\chi^2$")
+        ax.set_title(label, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Sampler cost vs fidelity {title}".strip())
     return fig
 
 

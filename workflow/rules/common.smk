@@ -97,6 +97,13 @@ def train_params(stage):
 STAGE_DATA = {"pretrain": LOW, "finetune": NATIVE}
 
 
+def validation_options():
+    """validate_checkpoint's options: config validation without select_by (which only
+    select_checkpoint reads, so changing it does not regenerate the samples)."""
+    opts = {k: v for k, v in config["validation"].items() if k != "select_by"}
+    return {**opts, "clip": int(opts["clip"])}
+
+
 def validation_tables(stage):
     return [
         f"{RUN}/validation/{stage}/{os.path.basename(c).replace('.pt', '.csv')}"

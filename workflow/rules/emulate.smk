@@ -25,16 +25,15 @@ rule validate_checkpoint:
         runtime=6 * 60,
         mem_mb=16000,
     params:
-        options=cli(
-            **{**config["validation"], "clip": int(config["validation"]["clip"])}
-        ),
+        options=cli(**validation_options()),
     shell:
         "python {input.script} --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " {params.options} --threads {threads} --out {output:q} 2> {log:q}"
 
 
 rule select_checkpoint:
-    """Pick the checkpoint with the lowest mean chi-squared; chi-squared vs iteration figure."""
+    """Pick the checkpoint with the lowest mean of validation.select_by; chi-squared vs
+    iteration figure."""
     input:
         checkpoints=lambda w: checkpoints(w.stage),
         tables=lambda w: validation_tables(w.stage),
@@ -51,8 +50,11 @@ rule select_checkpoint:
         stage="pretrain|finetune",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        select_by=config["validation"]["select_by"],
     shell:
         "python {input.script} --stage {wildcards.stage} --checkpoints {input.checkpoints:q}"
+        " --select-by {params.select_by}"
         " --tables {input.tables:q} --out {output.choice:q} --summary {output.summary:q}"
         " --figure {output.figure[0]:q} 2> {log:q}"
 

@@ -69,18 +69,24 @@ def main(argv=None):
         "FinetuneSelected": fin["iteration"],
         "ChiSamples": f"{table.chi2_samples.mean():.3g}",
         "ChiSims": f"{table.chi2_sims.mean():.3g}",
+        "ChiLogSamples": f"{table.chi2_log_samples.mean():.3g}",
+        "ChiLogSims": f"{table.chi2_log_sims.mean():.3g}",
+        "SelectBy": tex_escape(fin.get("select_by", "chi2")),
         "NValidationPoints": len(table),
         "SamplerName": tex_escape(sattrs["sampler"]),
         "SamplerEvaluations": int(sattrs["evaluations_per_map"]),
     }))
     rows = "".join(
-        f"{r.sim} & {r.omega_m:.3f} & {r.sigma_8:.3f} & {r.chi2_samples:.3g} & {r.chi2_sims:.3g} & {r.density_z:+.2f} \\\\\n"
+        f"{r.sim} & {r.omega_m:.3f} & {r.sigma_8:.3f} & {r.chi2_samples:.3g} & {r.chi2_sims:.3g} & "
+        f"{r.chi2_log_samples:.3g} & {r.chi2_log_sims:.3g} & {r.density_z:+.2f} \\\\\n"
         for r in table.itertuples()
     )
     (gen / "chi2_table.tex").write_text(
-        "\\begin{tabular}{rrrrrr}\n\\toprule\nsimulation & $\\Omega_m$ & $\\sigma_8$ & $\\chi^2_{\\rm samples}$ & "
-        "$\\chi^2_{\\rm sims}$ & $z_\\rho$ \\\\\n\\midrule\n" + rows
-        + f"\\midrule\nmean & & & {table.chi2_samples.mean():.3g} & {table.chi2_sims.mean():.3g} & \\\\\n\\bottomrule\n\\end{{tabular}}\n"
+        "\\begin{tabular}{rrrrrrrr}\n\\toprule\n& & & \\multicolumn{2}{c}{$\\Sigma/\\bar\\Sigma - 1$} & "
+        "\\multicolumn{2}{c}{$\\log_{10}\\Sigma$} & \\\\\nsimulation & $\\Omega_m$ & $\\sigma_8$ & $\\chi^2_{\\rm samples}$ & "
+        "$\\chi^2_{\\rm sims}$ & $\\chi^2_{\\rm samples}$ & $\\chi^2_{\\rm sims}$ & $z_\\rho$ \\\\\n\\midrule\n" + rows
+        + f"\\midrule\nmean & & & {table.chi2_samples.mean():.3g} & {table.chi2_sims.mean():.3g} & "
+        f"{table.chi2_log_samples.mean():.3g} & {table.chi2_log_sims.mean():.3g} & \\\\\n\\bottomrule\n\\end{{tabular}}\n"
     )
     shutil.copyfile(args.main, args.outdir / "main.tex")
     engine = shutil.which("latexmk") or shutil.which("pdflatex")

@@ -9,9 +9,9 @@ import _bootstrap
 import numpy as np
 import pandas as pd
 
-from cosmodiff import plots, stats
+from cosmodiff import plots
 from cosmodiff.emulator import read_samples
-from cosmodiff.validation import log_power, simulation_maps
+from cosmodiff.validation import point_statistics, simulation_maps
 
 
 def main(argv=None):
@@ -33,18 +33,13 @@ def main(argv=None):
         gen_log.append(g_log)
         sim_log.append(s_log)
         pts.append(params[i])
-        _, pg = log_power(g_log)
-        _, ps = log_power(s_log)
-        w1, ks = stats.pdf_distance(g_log, s_log)
-        rows.append({"sim": sim, "omega_m": params[i][0], "sigma_8": params[i][1],
-                     "chi2_samples": stats.reduced_chi2(pg, ps).mean(), "chi2_sims": stats.loo_chi2(ps).mean(),
-                     "density_z": stats.mean_density_zscore(g_log, s_log), "pdf_w1_dex": w1, "pdf_ks": ks})
+        rows.append({"sim": sim, "omega_m": params[i][0], "sigma_8": params[i][1], **point_statistics(g_log, s_log)})
     table = pd.DataFrame(rows)
     args.table.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.table, index=False)
     out = args.outdir
     plots.save(plots.emulation_maps(gen_log, sim_log, pts), out / "emulation_maps.png")
-    plots.save(plots.emulation_power(gen_log, sim_log, pts, chi2=table[["chi2_samples", "chi2_sims"]].to_numpy()), out / "emulation_power.png")
+    plots.save(plots.emulation_power(gen_log, sim_log, pts, chi2=table[["chi2_samples", "chi2_sims", "chi2_log_samples", "chi2_log_sims"]].to_numpy()), out / "emulation_power.png")
     plots.save(plots.emulation_pdf(gen_log, sim_log, pts), out / "emulation_pdf.png")
     plots.save(plots.emulation_peaks(gen_log, sim_log, pts), out / "emulation_peaks.png")
     plots.save(plots.emulation_response(gen_log, sim_log, pts), out / "emulation_response.png")

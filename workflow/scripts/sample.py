@@ -31,11 +31,12 @@ def main(argv=None):
     sims = choose_points(args.data, args.n_points, args.seed, split="test")
     points = [tuple(simulation_maps(args.data, s, "test")[1]) for s in sims] + [tuple(p) for p in json.loads(args.points)]
     t0 = time.perf_counter()
-    maps = [emu.sample(om, s8, args.n_samples, args.sampler, args.steps, args.seed + i, args.batch_size, clip=bool(args.clip), progress=True)
+    maps = [emu.sample(om, s8, args.n_samples, args.sampler, args.steps, args.seed + i, args.batch_size, clip=bool(args.clip), progress=True,
+                       spacing=args.spacing)
             for i, (om, s8) in enumerate(points)]
     dt = time.perf_counter() - t0
     write_samples(args.out, np.stack(maps), np.array(points), {
-        "checkpoint": checkpoint, "sampler": args.sampler, "steps": args.steps,
+        "checkpoint": checkpoint, "sampler": args.sampler, "steps": args.steps, "spacing": args.spacing,
         "evaluations_per_map": emu.evaluations(args.sampler, args.steps), "seed": args.seed, "clip": args.clip,
         "sims": [int(s) for s in sims] + [-1] * (len(points) - len(sims)), "seconds": dt,
     })

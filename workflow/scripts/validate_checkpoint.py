@@ -26,7 +26,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     emu = Emulator.from_checkpoint(args.checkpoint)
     sims = choose_points(args.data, args.n_points, args.seed)
-    table = validate(emu, args.data, sims, args.n_samples, args.sampler, args.steps, args.seed, args.batch_size, clip=bool(args.clip), progress=True)
+    table = validate(emu, args.data, sims, args.n_samples, args.sampler, args.steps, args.seed, args.batch_size, clip=bool(args.clip), progress=True,
+                     spacing=args.spacing)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     log.info("%s: mean chi2 %.3f (simulations %.3f), mean |density z| %.2f, %.1f s\n%s", args.checkpoint,

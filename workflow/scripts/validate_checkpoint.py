@@ -30,8 +30,9 @@ def main(argv=None):
                      spacing=args.spacing)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
-    log.info("%s: mean chi2 %.3f (simulations %.3f), mean |density z| %.2f, %.1f s\n%s", args.checkpoint,
-             table.chi2_samples.mean(), table.chi2_sims.mean(), table.density_z.abs().mean(), time.perf_counter() - t0, table.to_string())
+    log.info("%s: mean chi2 %.3f (simulations %.3f), of the log field %.3f (%.3f), mean |density z| %.2f, %.1f s\n%s",
+             args.checkpoint, table.chi2_samples.mean(), table.chi2_sims.mean(), table.chi2_log_samples.mean(),
+             table.chi2_log_sims.mean(), table.density_z.abs().mean(), time.perf_counter() - t0, table.to_string())
     return 0
 
 

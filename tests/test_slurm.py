@@ -373,6 +373,11 @@ class Run:
                 self.proc.kill()
                 self.proc.wait()
         self._fh.close()
+        # a snakemake killed (or slow to cancel on a loaded machine) leaves its jobs running,
+        # and they hold the single test node, so the next test's job would wait for them
+        jobs = [j for j, _ in submitted_jobs(self.text())]
+        if jobs:
+            subprocess.run(["scancel", *jobs], capture_output=True, env=_env(), check=False)
         return self.proc.returncode
 
     def __enter__(self):

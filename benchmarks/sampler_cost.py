@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 import pandas as pd  # noqa: E402
 
 from cosmodiff import plots  # noqa: E402
+from cosmodiff.diffusion import DDIM_SPACINGS  # noqa: E402
 from cosmodiff.emulator import Emulator  # noqa: E402
 from cosmodiff.validation import choose_points, validate  # noqa: E402
 
@@ -36,7 +37,7 @@ def main():
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--ddim", type=int, nargs="*", default=[10, 25, 50])
     ap.add_argument("--dpm", type=int, nargs="*", default=[10, 25, 50], help="DPM-Solver++(2M) steps")
-    ap.add_argument("--spacing", default="quadratic", choices=["linear", "quadratic", "edm"])
+    ap.add_argument("--spacing", default="quadratic", choices=DDIM_SPACINGS)
     ap.add_argument("--linear-ddim", type=int, nargs="*", default=[10, 50], help="DDIM steps on the linear grid")
     ap.add_argument("--no-ancestral", action="store_true", help="skip the 1000-step sampler")
     ap.add_argument("--seed", type=int, default=0)

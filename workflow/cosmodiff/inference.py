@@ -429,7 +429,6 @@ class WienerOracle(torch.nn.Module):
         method   = "bicubic",  # Downsampling of prepare, when native_resolution is larger.
     ):
         super().__init__()
-        self.abar = np.asarray(diffusion.alphas_cumprod, dtype=np.float64)
         self.diffusion = diffusion
         self.normalisation = tuple(float(v) for v in normalisation)
         self.box_size = float(box_size)
@@ -466,7 +465,7 @@ class WienerOracle(torch.nn.Module):
         return lam[:, None], mu.view(-1, 1, 1, 1)
 
     def _abar(self, t, device):
-        return torch.from_numpy(self.abar)[t.detach().cpu().long()].to(device).view(-1, 1, 1, 1)
+        return torch.from_numpy(self.diffusion.alphas_cumprod)[t.detach().cpu().long()].to(device).view(-1, 1, 1, 1)
 
     def forward(self, x_t, t, cond):
         """The network output of the diffusion's parametrisation (eps_hat for
@@ -489,7 +488,7 @@ class WienerOracle(torch.nn.Module):
         """The minimum mean squared error per pixel of any noise predictor at t:
         1 - (1 - abar) mean_k 1 / (abar lambda_k + 1 - abar) (the posterior variance of eps)."""
         lam, _ = self.spectrum(theta[0], theta[1], resolution)
-        a = self.abar[int(t)]
+        a = self.diffusion.alphas_cumprod[int(t)]
         return float(1.0 - (1.0 - a) * (1.0 / (a * lam.numpy() + 1.0 - a)).mean())
 
     def expected_bound(

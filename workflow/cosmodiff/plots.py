@@ -159,6 +159,10 @@ def loss_curve(metrics_path, title="training"):
     return fig
 
 
+#: The two validation spectra: (column prefix in the validation tables, panel title).
+_CHI2_PANELS = (("chi2", r"$P(k)$ of $\Sigma/\bar\Sigma - 1$ (paper)"), ("chi2_log", r"$P(k)$ of $\log_{10}\Sigma$"))
+
+
 def chi2_vs_iteration(summary, tables, title="checkpoints", selected=None):
     """Mean reduced chi-squared of samples per checkpoint, for P(k) of field / mean - 1 (the
     paper's) and of the log10 field, with the simulations' leave-one-out reference as a band
@@ -172,9 +176,8 @@ def chi2_vs_iteration(summary, tables, title="checkpoints", selected=None):
     if selected is None:
         selected = int(summary.loc[summary["chi2_samples"].idxmin(), "iteration"])
     best = summary.loc[summary["iteration"] == selected].iloc[0]
-    panels = (("chi2", r"$P(k)$ of $\Sigma/\bar\Sigma - 1$ (paper)"), ("chi2_log", r"$P(k)$ of $\log_{10}\Sigma$"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True, sharex=True)
-    for ax, (name, label) in zip(axes, panels):
+    for ax, (name, label) in zip(axes, _CHI2_PANELS):
         col = f"{name}_samples"
         for _, (it, df) in tables.items():
             ax.scatter(np.full(len(df), it), df[col], s=10, color="C0", alpha=0.4, lw=0)
@@ -361,10 +364,11 @@ def sampler_cost(df, title=""):
     values as reference lines."""
     _style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True, sharex=True)
-    for ax, (name, label) in zip(axes, (("chi2", r"$P(k)$ of $\Sigma/\bar\Sigma - 1$ (paper)"), ("chi2_log", r"$P(k)$ of $\log_{10}\Sigma$"))):
+    if "spacing" not in df:
+        df = df.assign(spacing="linear")
+    for ax, (name, label) in zip(axes, _CHI2_PANELS):
         col = f"{name}_samples"
-        spacing = df["spacing"] if "spacing" in df else "linear"
-        for (sampler, grid), d in df.assign(spacing=spacing).groupby(["sampler", "spacing"], sort=False):
+        for (sampler, grid), d in df.groupby(["sampler", "spacing"], sort=False):
             if sampler != "ancestral":
                 d = d.sort_values("evaluations")
                 ax.plot(d["evaluations"], d[col], "o-" if sampler == "dpm2m" else "s--", label=f"{sampler}, {grid} grid")

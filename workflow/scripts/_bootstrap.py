@@ -22,9 +22,12 @@ def add_sampler_args(ap):
     sample): each rule passes them from its config section through `cli()`."""
     ap.add_argument("--n-points", type=int, required=True, help="simulations whose parameters are emulated")
     ap.add_argument("--n-samples", type=int, required=True, help="generated maps per point")
-    ap.add_argument("--sampler", required=True, choices=["ancestral", "ddim", "dpm2m"])
+    from cosmodiff.diffusion import DDIM_SPACINGS
+    from cosmodiff.emulator import SAMPLERS
+
+    ap.add_argument("--sampler", required=True, choices=SAMPLERS)
     ap.add_argument("--steps", type=int, required=True, help="ddim / dpm2m steps (network evaluations per map)")
-    ap.add_argument("--spacing", default="linear", choices=["linear", "quadratic", "edm"], help="ddim / dpm2m timestep grid")
+    ap.add_argument("--spacing", default="linear", choices=DDIM_SPACINGS, help="ddim / dpm2m timestep grid")
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--batch-size", type=int, required=True)
     ap.add_argument("--clip", type=int, choices=[0, 1], default=1, help="clamp x0_hat to the training range")

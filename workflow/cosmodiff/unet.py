@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PeriodicDownsample", "PeriodicUpsample", "UNet", "count_parameters", "scale_params"]
+__all__ = ["CONDITIONINGS", "PeriodicDownsample", "PeriodicUpsample", "UNet", "count_parameters", "scale_params"]
 
 DEFAULT_PARAM_BOUNDS = ((0.1, 0.5), (0.6, 1.0))  # CAMELS LH prior: Omega_m, sigma_8
 
@@ -137,15 +137,25 @@ class PeriodicUpsample(nn.Module):
         return y[..., 2 : 2 * h + 2, 2 : 2 * w + 2]
 
 
-class ResBlock(nn.Module):
-    """conv3x3-GN-SiLU, + time and parameter biases, (dropout) conv3x3-GN-SiLU, + skip."""
+#: How the time and parameter embeddings enter each ResNet block: "bias" (the authors': a
+#: per-channel bias after the first convolution) or "scale_shift" (FiLM, as improved-diffusion's
+#: use_scale_shift_norm: the first GroupNorm's output is multiplied by 1 + scale and shifted, so
+#: the parameters can change the gain of every feature, not only its offset).
+CONDITIONINGS = ("bias", "scale_shift")
 
-    def __init__(self, c_in: int, c_out: int, time_dim: int, n_params: int, groups: int, dropout: float):
+
+class ResBlock(nn.Module):
+    """conv3x3-GN-SiLU, + time and parameter conditioning, (dropout) conv3x3-GN-SiLU, + skip."""
+
+    def __init__(self, c_in: int, c_out: int, time_dim: int, n_params: int, groups: int, dropout: float,
+                 conditioning: str = "bias"):
         super().__init__()
+        self.conditioning = conditioning
+        k = 2 if conditioning == "scale_shift" else 1  # (scale, shift) or a bias per channel
         self.conv1 = _conv3x3(c_in, c_out)
         self.norm1 = nn.GroupNorm(groups, c_out)
-        self.time_bias = nn.Linear(time_dim, c_out)
-        self.param_bias = nn.Linear(n_params, c_out, bias=False)  # time_bias already has a bias
+        self.time_bias = nn.Linear(time_dim, k * c_out)
+        self.param_bias = nn.Linear(n_params, k * c_out, bias=False)  # time_bias already has a bias
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = _conv3x3(c_out, c_out)
         self.norm2 = nn.GroupNorm(groups, c_out)
@@ -153,9 +163,12 @@ class ResBlock(nn.Module):
 
     def forward(self, x, temb_act, p_act):
         # temb_act = SiLU(time embedding), p_act = SiLU(scaled parameters), computed once per call
-        h = F.silu(self.norm1(self.conv1(x)))
-        bias = self.time_bias(temb_act) + self.param_bias(p_act)
-        h = h + bias[:, :, None, None]
+        cond = (self.time_bias(temb_act) + self.param_bias(p_act))[:, :, None, None]
+        if self.conditioning == "scale_shift":
+            scale, shift = cond.chunk(2, dim=1)
+            h = F.silu(self.norm1(self.conv1(x)) * (1 + scale) + shift)
+        else:
+            h = F.silu(self.norm1(self.conv1(x))) + cond
         h = F.silu(self.norm2(self.conv2(self.dropout(h))))
         return h + self.skip(x)
 
@@ -257,6 +270,7 @@ class UNet(nn.Module):
         dropout=0.0,  # Dropout probability before the second convolution of every ResNet block.
         attention_heads=4,  # Heads of both attentions.
         attention_head_dim=32,  # Width of one head (hidden width = heads * head_dim).
+        conditioning="bias",  # How embeddings enter the ResNet blocks: "bias" (authors) or "scale_shift" (FiLM); see CONDITIONINGS.
     ):
         super().__init__()
         channel_mults = tuple(int(m) for m in channel_mults)
@@ -286,6 +300,8 @@ class UNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if int(attention_heads) < 1 or int(attention_head_dim) < 1:
             raise ValueError("attention_heads and attention_head_dim must be positive integers")
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
 
         self._config = {
             "in_channels": int(in_channels),
@@ -301,6 +317,7 @@ class UNet(nn.Module):
             "dropout": float(dropout),
             "attention_heads": int(attention_heads),
             "attention_head_dim": int(attention_head_dim),
+            "conditioning": str(conditioning),
         }
         self.in_channels = int(in_channels)
         self.n_params = int(n_params)
@@ -317,7 +334,7 @@ class UNet(nn.Module):
         )
 
         def block(c_in, c_out):
-            return ResBlock(c_in, c_out, time_dim, self.n_params, groups, float(dropout))
+            return ResBlock(c_in, c_out, time_dim, self.n_params, groups, float(dropout), conditioning)
 
         def lin_attn(c, flag):
             return LinearAttention(c, heads, head_dim) if flag else None

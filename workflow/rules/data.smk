@@ -85,6 +85,7 @@ rule prepare:
             log_floor=config["prepare"]["log_floor"],
             split=as_json(config["prepare"]["split"]),
             downsample=config["prepare"]["downsample"],
+            norm_range=as_json(config["prepare"]["norm_range"]),
         ),
         source=as_json(
             {

@@ -21,6 +21,7 @@ def main(argv=None):
     ap.add_argument("--split", required=True, help='JSON {"train": f, "val": f, "test": f}')
     ap.add_argument("--downsample", default="bicubic", help="bicubic | area")
     ap.add_argument("--source", default="{}", help="JSON provenance of the raw files")
+    ap.add_argument("--norm-range", default="null", help="JSON null (training range -> [-1, 1]) or [lo, hi] in log10")
     args = ap.parse_args(argv)
     log = _bootstrap.setup_logging()
     if len(args.resolutions) != len(args.outputs):
@@ -38,6 +39,7 @@ def main(argv=None):
         log_floor=args.log_floor,
         method=args.downsample,
         source=source,
+        norm_range=json.loads(args.norm_range),
     )
     log.info("wrote %s", out)
     return 0

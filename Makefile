@@ -1,6 +1,8 @@
 # One command each, on a fresh machine:
 #   make demo   - set up .venv and run the whole workflow on the embedded synthetic data
 #   make test   - set up .venv and run the test suite
+#   make bench  - the likelihood bench (config/bench.yaml, ~1.5 h on 2 cores): is the network's
+#                 bound the likelihood? Run nothing else that uses torch beside it.
 # Variables: PYTHON (interpreter for the venv), CORES, TORCH (pip requirement of torch).
 
 PYTHON ?= python3
@@ -15,7 +17,7 @@ STAMP   = $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: demo test smoke setup clean lint
+.PHONY: demo test smoke bench setup clean lint
 
 setup: $(STAMP)
 
@@ -31,6 +33,11 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --report results/demo/report.html
 	$(BIN)/python benchmarks/rule_times.py results/demo
 	@echo "Done: figures in results/demo/figures, the report in results/demo/report.html"
+
+bench: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/bench.yaml
+	$(BIN)/python benchmarks/rule_times.py results/bench
+	@echo "Done: the targets in results/bench/inference/targets.csv, figures in results/bench/figures"
 
 smoke: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml

@@ -20,6 +20,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/emulate.smk"
 include: "workflow/rules/infer.smk"
+include: "workflow/rules/diagnose.smk"
 include: "workflow/rules/paper.smk"
 
 
@@ -30,4 +31,5 @@ rule all:
         rules.train.input,
         rules.emulate.input,
         rules.infer.input,
+        rules.diagnose.input,
         rules.paper.output,

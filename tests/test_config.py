@@ -16,7 +16,7 @@ def demo():
     return yaml.safe_load((ROOT / "config/config.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["config", "smoke", "paper"])
+@pytest.mark.parametrize("name", ["config", "smoke", "paper", "bench"])
 def test_shipped_configs_are_valid(name):
     load_config(ROOT / f"config/{name}.yaml")
 
@@ -88,3 +88,18 @@ def test_relations_between_keys(demo):
     c = copy.deepcopy(demo)
     c["data"]["download"]["maps"]["sha256"] = "XYZ"
     assert "64 lowercase hex digits" in _error(c)
+
+
+def test_diagnostic_fields_must_have_exact_posteriors(demo):
+    demo["diagnostics"]["convergence_fields"] = demo["inference"]["n_fields"] + 1
+    assert (f"config key 'diagnostics.convergence_fields': {demo['inference']['n_fields'] + 1} is not allowed; "
+            f"expected at most inference.n_fields ({demo['inference']['n_fields']})") in _error(demo)
+
+
+@pytest.mark.parametrize("value,message", [
+    ([11.9, 8.9], "config key 'prepare.norm_range': [11.9, 8.9] is not allowed; expected [lo, hi] with lo < hi"),
+    ([9.0], "config key 'prepare.norm_range'"),
+])
+def test_norm_range_must_be_an_increasing_pair(demo, value, message):
+    demo["prepare"]["norm_range"] = value
+    assert message in _error(demo)

@@ -118,6 +118,27 @@ def test_prepare_dataset_layout_and_normalisation(tmp_path):
         )
 
 
+def test_configured_norm_range_replaces_the_training_range(tmp_path):
+    """A configured (lo, hi) is what the network sees as [-1, 1] (read_normalisation); the
+    maps themselves and the training statistics are unchanged; a bad range is refused."""
+    maps_path, params_path = _write_cmd(tmp_path)
+    fractions = {"train": 0.5, "val": 1 / 6, "test": 1 / 3}
+    prepare.prepare_dataset(maps_path, params_path, {32: tmp_path / "a.h5"}, fractions, progress=False)
+    prepare.prepare_dataset(maps_path, params_path, {32: tmp_path / "b.h5"}, fractions, progress=False,
+                            norm_range=[9.0, 12.0])
+    assert prepare.read_normalisation(tmp_path / "b.h5") == (9.0, 12.0)
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        np.testing.assert_array_equal(a["train"]["maps"][:], b["train"]["maps"][:])
+        assert a.attrs["norm_mean"] == b.attrs["norm_mean"]
+        assert (a.attrs["norm_source"], b.attrs["norm_source"]) == ("training range", "config")
+    assert prepare.normalise(np.array([9.0, 10.5, 12.0]), (9.0, 12.0)) == pytest.approx([-1.0, 0.0, 1.0])
+    for bad in ([12.0, 9.0], [9.0, float("inf")], [9.0], "x"):
+        with pytest.raises(ValueError, match="norm_range must be"):
+            prepare.prepare_dataset(maps_path, params_path, {32: tmp_path / "c.h5"}, fractions, progress=False,
+                                    norm_range=bad)
+    assert not (tmp_path / "c.h5").exists()
+
+
 def test_prepare_streams_through_a_memory_map(tmp_path):
     """Peak Python-side allocations stay far below the size of the maps file."""
     maps_path, params_path = _write_cmd(tmp_path, n_sims=100, res=64)

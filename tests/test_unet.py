@@ -152,8 +152,9 @@ def test_fresh_network_predicts_zero():
     assert torch.equal(model(x, t, p), torch.zeros_like(x))
 
 
-def test_output_depends_on_each_parameter_and_on_t():
-    model = make()
+@pytest.mark.parametrize("conditioning", ["bias", "scale_shift"])
+def test_output_depends_on_each_parameter_and_on_t(conditioning):
+    model = make(conditioning=conditioning)
     x, t, p = inputs(n=16)
     with torch.no_grad():
         y = model(x, t, p)
@@ -167,13 +168,43 @@ def test_output_depends_on_each_parameter_and_on_t():
         assert torch.equal(model(x[:1], 7, p[:1]), model(x[:1], torch.tensor([7]), p[:1]))
 
 
-def test_batch_members_are_independent():
-    model = make()
+@pytest.mark.parametrize("conditioning", ["bias", "scale_shift"])
+def test_batch_members_are_independent(conditioning):
+    model = make(conditioning=conditioning)
     x, t, p = inputs(b=3, n=16)
     with torch.no_grad():
         y = model(x, t, p)
         y1 = model(x[1:2], t[1:2], p[1:2])
     assert torch.allclose(y[1:2], y1, rtol=0, atol=1e-12)
+
+
+def test_scale_shift_conditioning_is_a_gain_on_every_feature():
+    """FiLM: a block whose embedding gives scale c (and shift 0) equals the same block with
+    its first GroupNorm's affine weight and bias multiplied by 1 + c, i.e. the parameters set
+    the gain of every feature; a bias block cannot do that with its conditioning alone."""
+    from cosmodiff.unet import ResBlock
+
+    torch.manual_seed(3)
+    film = ResBlock(8, 8, time_dim=4, n_params=2, groups=4, dropout=0.0, conditioning="scale_shift").double()
+    c = torch.linspace(-0.5, 0.7, 8, dtype=torch.float64)
+    with torch.no_grad():
+        film.time_bias.weight.zero_()
+        film.time_bias.bias.copy_(torch.cat([c, torch.zeros(8, dtype=torch.float64)]))
+        film.param_bias.weight.zero_()
+    plain = ResBlock(8, 8, time_dim=4, n_params=2, groups=4, dropout=0.0, conditioning="bias").double()
+    state = {k: v for k, v in film.state_dict().items() if not k.startswith(("time_bias", "param_bias"))}
+    plain.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        plain.time_bias.weight.zero_()
+        plain.time_bias.bias.zero_()
+        plain.param_bias.weight.zero_()
+        plain.norm1.weight.mul_(1 + c)
+        plain.norm1.bias.mul_(1 + c)
+    x = torch.randn(2, 8, 8, 8, dtype=torch.float64)
+    e, pa = torch.randn(2, 4, dtype=torch.float64), torch.rand(2, 2, dtype=torch.float64)
+    torch.testing.assert_close(film(x, e, pa), plain(x, e, pa), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        UNet(**SMALL, conditioning="film")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,8 +255,9 @@ def test_out_of_prior_values_are_allowed_but_nan_is_not():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_config_round_trip_and_unknown_keys():
-    model = UNet(**SMALL)
+@pytest.mark.parametrize("conditioning", ["bias", "scale_shift"])
+def test_config_round_trip_and_unknown_keys(conditioning):
+    model = UNet(**SMALL, conditioning=conditioning)
     cfg = model.config()
     text = json.dumps(cfg)  # JSON-serialisable
     clone = UNet.from_config(json.loads(text))  # lists in place of tuples
@@ -245,9 +277,10 @@ def test_config_round_trip_and_unknown_keys():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_every_parameter_takes_part_and_gets_a_gradient():
+@pytest.mark.parametrize("conditioning", ["bias", "scale_shift"])
+def test_every_parameter_takes_part_and_gets_a_gradient(conditioning):
     torch.manual_seed(0)
-    model = UNet(**SMALL, dropout=0.1).train()
+    model = UNet(**SMALL, dropout=0.1, conditioning=conditioning).train()
     x, t, p = inputs(n=16, dtype=torch.float32)
     model(x, t, p).square().mean().backward()
     # all parameters are in the graph even at zero init (DistributedDataParallel needs that)

@@ -64,7 +64,12 @@ EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain":
         # ... and one posterior job per test field: demo 15, smoke 2, paper 150
         # ... and the exact-denoiser check where the data are lognormal (demo only)
         ("config", {"synthesize": 1, "validate_checkpoint": 6, "posterior": 15, "calibration": 1, "oracle": 1,
-                    **EMULATE}),
+                    "likelihood_diagnostic": 1, **EMULATE}),
+        # the bench: 4 + 1 checkpoints, 50 fields, the diagnostic, a convergence scan per
+        # pretraining checkpoint, the exact denoiser's scans and the targets table
+        ("bench", {"synthesize": 1, "validate_checkpoint": 5, "posterior": 50, "calibration": 1, "oracle": 1,
+                   "likelihood_diagnostic": 1, "convergence_scan": 4, "oracle_scan": 1, "likelihood_summary": 1,
+                   **EMULATE}),
         ("smoke", {"synthesize": 1, "validate_checkpoint": 4, "posterior": 2, "calibration": 1, **EMULATE}),
         ("paper", {"download": 2, "validate_checkpoint": 32, "posterior": 150, "calibration": 1, **EMULATE}),
     ],
@@ -220,6 +225,45 @@ def test_oracle_rule_checks_the_bound_against_the_exact_posterior(tmp_path):
     assert df.loc["exact", "kl"] == 0 and df.loc["full", "evaluations"] < df.loc["full, default", "evaluations"] == 164 * 49
     assert (run / "figures/inference_oracle.png").stat().st_size > 1000
     assert (run / "figures/inference_oracle.pdf").exists()
+
+
+@pytest.mark.slow
+def test_likelihood_diagnostics_on_a_tiny_lognormal_run(tmp_path):
+    """The diagnose target end to end on a smoke-sized lognormal run: a (barely trained)
+    network against the exact posterior and the exact denoiser. Checks the tables' shapes
+    and the physics that holds whatever the network: the exact denoiser at the network's
+    estimator settings stays near the exact posterior; the per-band shifts of a field add up
+    to its total."""
+    import pandas as pd
+
+    from cosmodiff.diagnostics import T_EDGES, TARGETS
+
+    cfg = write_config(tmp_path / "diag.yaml", **{
+        "run": "diag", "data.synthetic.generator": "lognormal", "data.synthetic.n_sims": 8, "prepare.log_floor": 1e4,
+        "prepare.norm_range": [8.5, 12.5], "model.conditioning": "scale_shift",
+        "diagnostics.n_fields": 1, "diagnostics.convergence_fields": 1, "diagnostics.oracle_fields": 2,
+    })
+    snakemake("diagnose", "--cores", "2", "--configfile", str(cfg), cwd=tmp_path)
+    inf = tmp_path / "results/diag/inference"
+    score = pd.read_csv(inf / "diagnostic_score.csv")
+    assert len(score) == 2 * (len(T_EDGES) - 1) and set(score["param"]) == {"omega_m", "sigma_8"}
+    assert score[["grad_oracle", "exact_grad", "exact_sigma"]].notna().all().all()
+    # the oracle's bands add up to (nearly) the exact score: in exact sigmas, within 0.3
+    tot = score.groupby("param")[["grad_oracle", "exact_grad", "exact_sigma"]].agg(
+        {"grad_oracle": "sum", "exact_grad": "first", "exact_sigma": "first"})
+    assert ((tot["grad_oracle"] - tot["exact_grad"]).abs() * tot["exact_sigma"] < 0.3).all(), tot
+    excess = pd.read_csv(inf / "diagnostic_excess.csv")
+    assert set(excess["k_band"]) >= {"DC"} and (excess["oracle_nats"] >= 0).all()
+    targets = pd.read_csv(inf / "targets.csv")
+    assert len(targets) == 2 * len(TARGETS) + 2 and targets["network"].notna().all()
+    oracle = targets.dropna(subset=["exact_denoiser"])
+    assert (oracle["oracle_fields"] == 2).all()
+    shifts = oracle[oracle["target"].str.startswith("largest |mean shift|")]["exact_denoiser"]
+    assert (shifts < 1.0).all(), oracle
+    conv = pd.read_csv(inf / "convergence.csv")
+    assert list(conv["iteration"]) == [3, 6] and {"omega_m_median_abs_shift", "worst_chi2_log_ratio"} <= set(conv)
+    for name in ("likelihood_diagnostic", "likelihood_convergence"):
+        assert (tmp_path / f"results/diag/figures/{name}.png").stat().st_size > 1000
 
 
 def _serve_cmd(server, tmp_path, n_sims=3, res=32):

@@ -120,6 +120,17 @@ def _relations(config):
             f"config key 'model.channel_mults': {len(model['channel_mults'])} levels downsample by {factor}, "
             f"which must divide prepare.low_resolution ({low})"
         )
+    n_inf = config["inference"]["n_fields"]
+    for key in ("convergence_fields", "oracle_fields"):
+        n = config["diagnostics"][key]
+        if n > n_inf:
+            problems.append(
+                f"config key 'diagnostics.{key}': {n} is not allowed; expected at most inference.n_fields ({n_inf}), "
+                "whose exact posteriors it is compared with"
+            )
+    norm = prep["norm_range"]
+    if norm is not None and not norm[0] < norm[1]:
+        problems.append(f"config key 'prepare.norm_range': {norm} is not allowed; expected [lo, hi] with lo < hi (log10)")
     if data["source"] == "local" and not data["local_dir"]:
         problems.append("config key 'data.local_dir' is null; expected a folder holding the CMD files when data.source is 'local'")
     return problems

@@ -363,6 +363,22 @@ def potential_options(
     return {**{k: settings[k] for k in keys}, "noise_seed": int(settings["noise_seed"]) + int(field)}
 
 
+def scan_field(
+    potential,          # Potential (or any callable theta (M, 2) -> U (M,)) of one field.
+    settings,           # The workflow config's `inference` section: scan, n_coarse, n_fine, max_refine, half_width, n_grid.
+    truth    = None,    # (Omega_m, sigma_8): the centre of the authors' "around_truth" window.
+):
+    """The grid posterior of one field as the workflow scans it: :func:`coarse_to_fine`
+    over the prior, or the authors' window :func:`grid_around` the truth."""
+    if settings["scan"] == "coarse_to_fine":
+        return coarse_to_fine(
+            potential, n_coarse=settings["n_coarse"], n_fine=settings["n_fine"], max_refine=settings["max_refine"]
+        )
+    if truth is None:
+        raise ValueError("the around_truth scan needs the field's true parameters")
+    return grid_posterior(potential, *grid_around(truth, settings["half_width"], settings["n_grid"]))
+
+
 def exact_log10_potential(
     field_log10,        # A prepared lognormal field: log10 surface density (N, N).
     native_resolution = None,  # Resolution the field was generated at (None: N).
@@ -1040,6 +1056,7 @@ __all__ = [
     "WienerOracle",
     "coarse_to_fine",
     "compare",
+    "scan_field",
     "coverage",
     "exact_log10_potential",
     "exact_lognormal_posterior",

@@ -534,3 +534,61 @@ def oracle_check(posts, truths, df, normalisation, max_fields=4):
     fig.suptitle(f"Exact denoiser in place of the network, normalisation ({normalisation[0]:.2f}, {normalisation[1]:.2f})\n"
                  f"denoiser calls per field: {cost}", fontsize=10)
     return fig
+
+
+def likelihood_diagnostic(score, excess):
+    """Where the network's likelihood goes wrong, against the exact denoiser on the same
+    noise: (left) the mean posterior shift, in exact sigmas, caused by each band of t, per
+    parameter, with the field-to-field spread; (right) the network's excess bound over the
+    oracle per band of t and of |k| (nats, mean over fields)."""
+    _style()
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.3]})
+    bands = list(dict.fromkeys(score["t_band"]))
+    x = np.arange(len(bands))
+    for j, p in enumerate(("omega_m", "sigma_8")):
+        g = score[score["param"] == p].groupby("t_band", sort=False)["shift_sigma"]
+        mean, sd = g.mean().reindex(bands), g.std().reindex(bands).fillna(0)
+        a0.bar(x + (j - 0.5) * 0.38, mean, 0.38, yerr=sd, capsize=2, label=LABELS[p])
+    a0.axhline(0, color="k", lw=0.6)
+    a0.set(xticks=x, xlabel="band of t", ylabel="posterior shift it causes [exact $\\sigma$]",
+           title="network - oracle score, by timestep")
+    a0.set_xticklabels(bands, rotation=45)
+    a0.legend(frameon=False)
+    table = excess.groupby(["t_band", "k_band"], sort=False)["excess_nats"].mean().unstack("k_band")
+    table = table.reindex(bands)[list(dict.fromkeys(excess["k_band"]))]
+    lim = float(np.nanmax(np.abs(table.to_numpy()))) or 1.0
+    im = a1.imshow(table.to_numpy().T, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    a1.set(xticks=x, yticks=np.arange(table.shape[1]), xlabel="band of t", ylabel="|k| band [h/Mpc]",
+           title="excess bound of the network over the oracle")
+    a1.set_xticklabels(bands, rotation=45)
+    a1.set_yticklabels(table.columns)
+    fig.colorbar(im, ax=a1, label="nats (mean over fields)")
+    fig.tight_layout()
+    return fig
+
+
+def likelihood_convergence(conv, targets, oracle=None):
+    """The likelihood's figures of merit and the emulation's chi2_log ratio against training
+    iterations, one panel each, with the target range shaded and, dashed, the exact denoiser
+    at the same estimator settings. ``conv``: one row per checkpoint with ``iteration`` and
+    the columns of cosmodiff.diagnostics.posterior_metrics / emulation_metrics; ``targets``:
+    cosmodiff.diagnostics.TARGETS; ``oracle``: posterior_metrics of the exact denoiser."""
+    _style()
+    panels = [(name, desc, rng) for name, desc, rng in targets] + [
+        ("worst_chi2_log_ratio", "worst chi2_log samples / simulations", (0.0, 1.3))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2), sharex=True)
+    for ax, (name, desc, (lo, hi)) in zip(axes, panels):
+        ax.axhspan(lo, hi, color="tab:green", alpha=0.12, lw=0)
+        cols = [f"{p}_{name}" for p in ("omega_m", "sigma_8")] if name != "worst_chi2_log_ratio" else [name]
+        for c, color in zip(cols, ("tab:blue", "tab:orange")):
+            lab = LABELS.get(c.rsplit("_" + name, 1)[0], "samples")
+            ax.plot(conv["iteration"], conv[c], "o-", color=color, label=lab)
+            if oracle is not None and c in oracle:
+                ax.axhline(oracle[c], color=color, ls="--", lw=0.8)
+        ax.set(title=desc, xlabel="iteration")
+        ax.title.set_fontsize(8)
+        if name in ("max_abs_shift", "worst_chi2_log_ratio"):
+            ax.set_yscale("log")
+    axes[0].legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig

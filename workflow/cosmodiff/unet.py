@@ -49,6 +49,10 @@ Differences from the authors' code (deliberate):
   width of level i-1, and the transposed convolution keeps the width;
 - the output head is GroupNorm -> SiLU -> circular 3x3 convolution, zero-initialised (the
   network starts by predicting 0, as in ADM/EDM), instead of a ResNet block + 1x1 convolution;
+- optionally (``conditioning="scale_shift"``) the embeddings scale and shift the first GroupNorm's
+  output of every block (FiLM, as improved-diffusion's ``use_scale_shift_norm``) instead of adding
+  a bias: the exact denoiser of Gaussian maps is a filter whose gain per mode depends on
+  (Omega_m, sigma_8), which a bias alone can only reach through the nonlinearities;
 - the transposed convolution is made periodic (above); full attention uses
   ``F.scaled_dot_product_attention`` (same maths, fused kernels).
 

@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from .cosmology import BOX_SIZE
+from .cosmology import BOX_SIZE, PRIOR
 from .diffusion import crn_noise
 from .prepare import normalise
 
@@ -83,6 +83,30 @@ def posterior_metrics(
             out[f"{p}_{name}"] = float(values[name])
             out[f"{p}_{name}_pass"] = bool(lo <= values[name] <= hi)
     out["all_pass"] = all(v for k, v in out.items() if k.endswith("_pass"))
+    return out
+
+
+def own_error_metrics(
+    score,              # diagnose_field's ``score`` rows of several fields (pandas DataFrame with a ``field`` column).
+):
+    """The network's own error, apart from the estimator's noise: per field and parameter
+    the posterior shift (exact sigmas) that all bands of t cause together (the network's
+    score minus the oracle's on the same noise, times the exact sigma) and the width ratio
+    sqrt(oracle curvature / network curvature); over fields the median and largest |shift|
+    and the median width ratio, named as in :data:`TARGETS`, with pass flags."""
+    per = score.groupby(["field", "param"]).agg(
+        shift=("shift_sigma", "sum"), curv_n=("curv_network", "sum"), curv_o=("curv_oracle", "sum"))
+    per["width"] = np.sqrt(per["curv_o"] / per["curv_n"].where(per["curv_n"] > 0))
+    out = {"n": int(score["field"].nunique())}
+    ranges = {name: rng for name, _, rng in TARGETS}
+    for p in PARAMS:
+        d = per.xs(p, level="param")
+        values = {"median_abs_shift": d["shift"].abs().median(), "max_abs_shift": d["shift"].abs().max(),
+                  "median_width": d["width"].median()}
+        for name, v in values.items():
+            lo, hi = ranges[name]
+            out[f"{p}_{name}"] = float(v)
+            out[f"{p}_{name}_pass"] = bool(lo <= v <= hi)
     return out
 
 
@@ -242,6 +266,11 @@ def diagnose_field(
     the oracle's weighted error, nats). The exact sigma is 1 / sqrt of the exact curvature."""
     from .inference import Potential
 
+    # the stencil theta +- step stays inside the prior (a truth within step of an edge moves
+    # inward by less than step: the scores are of a point next to it)
+    lo = np.array([PRIOR[p][0] for p in PARAMS]) + step
+    hi = np.array([PRIOR[p][1] for p in PARAMS]) - step
+    truth = np.clip(np.asarray(truth, np.float64), lo, hi)
     kw = dict(estimator="exact", noise_seed=noise_seed, batch_size=batch_size)
     net = score_by_timestep(Potential(model, diffusion, field_log10, normalisation, dtype=_dtype(model), **kw), truth, step)
     orc = score_by_timestep(Potential(oracle, diffusion, field_log10, normalisation, **kw), truth, step)
@@ -300,6 +329,7 @@ __all__ = [
     "diagnose_field",
     "emulation_metrics",
     "excess_by_scale",
+    "own_error_metrics",
     "posterior_metrics",
     "scan_against_exact",
     "score_by_timestep",

@@ -124,6 +124,7 @@ if SUMMARY:
                 for c in checkpoints(INF_STAGE)
             ],
             validation=validation_tables(INF_STAGE),
+            diagnostic=rules.likelihood_diagnostic.output.score if DIAGNOSTIC else [],
             script=script("likelihood_summary"),
         output:
             targets=f"{RUN}/inference/targets.csv",
@@ -135,10 +136,13 @@ if SUMMARY:
             f"{RUN}/benchmarks/likelihood_summary.tsv"
         conda:
             "../../envs/analysis.yaml"
+        params:
+            diagnostic=lambda w, input: f" --diagnostic {input.diagnostic}" if DIAGNOSTIC else "",
         shell:
             "python {input.script} --network {input.network:q} --oracle {input.oracle:q}"
             " --selection {input.selection:q} --convergence {input.convergence:q}"
             " --validation {input.validation:q} --targets {output.targets:q} --table {output.table:q}"
+            "{params.diagnostic}"
             " --figure {output.figure[0]:q} 2> {log:q}"
 
 

@@ -37,7 +37,9 @@ def _sample(args):
 def read_field(path, resolution, units="physical", log_floor=1e9, downsample="bicubic"):
     """A map from .npy as the network sees it: log10 surface density at ``resolution``.
     ``units``: "physical" ((Msun/h)/(Mpc/h)^2, as CMD: floored at log_floor, log10) or "log10"
-    (already prepared). A larger map is downsampled as in prepare; a smaller one is an error."""
+    (already prepared). A larger map is downsampled as in prepare; a smaller one is an error,
+    and so are non-finite pixels, negative physical values and a physical map with more than
+    half its pixels below ``log_floor`` (an empty map, or a log10 map given as physical)."""
     import numpy as np
 
     from . import camels, prepare
@@ -45,6 +47,10 @@ def read_field(path, resolution, units="physical", log_floor=1e9, downsample="bi
     shape, _ = camels.check_npy(path)
     if len(shape) != 2 or shape[0] != shape[1]:
         raise ValueError(f"{path} holds an array of shape {shape}; expected one square map (N, N)")
+    n = shape[0]
+    if n < resolution or n % resolution:
+        raise ValueError(f"{path} is {n}x{n}: the checkpoint works at {resolution}x{resolution}, "
+                         f"so the map needs a multiple of {resolution} pixels per side")
     field = np.load(path, allow_pickle=False)
     bad = np.count_nonzero(~np.isfinite(field))
     if bad:
@@ -57,10 +63,6 @@ def read_field(path, resolution, units="physical", log_floor=1e9, downsample="bi
             raise ValueError(f"{floored:.0%} of the pixels of {path} lie below --log-floor {log_floor:g}: an empty map, or a "
                              "log10 map (then use --units log10)")
         field = prepare.log_transform(field, log_floor)
-    n = field.shape[0]
-    if n < resolution or n % resolution:
-        raise ValueError(f"{path} is {n}x{n}: the checkpoint works at {resolution}x{resolution}, "
-                         f"so the map needs a multiple of {resolution} pixels per side")
     if n > resolution:
         field = prepare.downsample(field, resolution, downsample)
     return np.asarray(field, dtype=np.float64)

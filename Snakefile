@@ -10,9 +10,12 @@
 
 import os
 
+# The demo config, next to this file (so `--directory` can put results elsewhere), only when
+# no --configfile is given: a given config stands alone and is validated as it is, so a key it
+# lacks is an error instead of the demo's value.
+if not workflow.overwrite_configfiles:
 
-# The default config sits next to this file, so `--directory` can put results elsewhere.
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"

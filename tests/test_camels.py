@@ -434,3 +434,44 @@ def test_map_params_matches_sim_index():
     np.testing.assert_array_equal(per_map, params[sim_index(idx)])
     np.testing.assert_array_equal(per_map[14], params[0])
     np.testing.assert_array_equal(per_map[15], params[1])
+
+
+# --------------------------------------------------------------------------------------------
+# .npy files that are not what they claim (issue 15: cases 7 and 8)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body,reason", [
+    (b"<!DOCTYPE html><html><body>Service unavailable</body></html>", "is not a .npy array file"),
+    ("half", "is truncated"),
+])
+def test_download_without_checks_refuses_what_is_not_the_npy_it_announces(server, payloads, tmp_path, body, reason):
+    """With size and sha256 both null, a 200 HTML error page or half a file is not renamed
+    into place: the .npy header must announce exactly the bytes received."""
+    path = "/2D_maps/data/" + MAPS_FILENAME
+    whole = server.files[path]
+    server.files[path] = whole[: len(whole) // 2] if body == "half" else body
+    dest = tmp_path / MAPS_FILENAME
+    with pytest.raises(DownloadError, match=reason):
+        download(_url(server, MAPS_FILENAME), dest, progress=False)
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+
+def test_check_npy_names_the_file_and_never_suggests_pickle(tmp_path):
+    text = tmp_path / "map.npy"
+    text.write_text("1 2 3\n4 5 6\n")
+    with pytest.raises(ValueError) as info:
+        camels.check_npy(text)
+    assert f"{text} is not a .npy array file" in str(info.value) and "pickle" not in str(info.value)
+    whole = tmp_path / "maps.npy"
+    np.save(whole, np.ones((15, 8, 8), np.float32))
+    assert camels.check_npy(whole) == ((15, 8, 8), np.dtype("float32"))
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(whole.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"cut.npy is truncated: the header announces \(15, 8, 8\) float32"):
+        open_maps(cut)  # a truncated raw maps file: one line, not an mmap error
+    obj = tmp_path / "obj.npy"
+    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="holds Python objects") as info:
+        camels.check_npy(obj)
+    assert "allow_pickle" not in str(info.value)

@@ -103,3 +103,31 @@ def test_diagnostic_fields_must_have_exact_posteriors(demo):
 def test_norm_range_must_be_an_increasing_pair(demo, value, message):
     demo["prepare"]["norm_range"] = value
     assert message in _error(demo)
+def test_inference_fields_above_the_test_split_fail_at_config_time(demo):
+    """Issue 15, case 8: not in job 47 of the run."""
+    c = copy.deepcopy(demo)  # 100 simulations, 15% test: 15 simulations x 15 maps
+    c["inference"]["n_fields"] = 226
+    assert ("config key 'inference.n_fields': 226 is not allowed; expected at most 225, the maps of the test split "
+            "(15 simulations x 15)") in _error(c)
+    c["inference"]["n_fields"] = 225
+    validate_config(c)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    text = (ROOT / "config/smoke.yaml").read_text().replace("n_sims: 12", "n_sims: [12")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "n_sims: [12" in s)
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    msg = str(info.value)
+    assert msg.startswith(f"{bad}, line ") and "YAML syntax error" in msg and "\n" not in msg
+    assert int(msg.split("line ")[1].split(":")[0]) in (line, line + 1)  # the parser may see it on the next line
+
+
+def test_nested_command_line_override_is_explained_without_blaming_the_exponent(demo):
+    """snakemake --config 'pretrain={iterations: 7}' reads the nested 7 as text."""
+    demo["pretrain"]["iterations"] = "7"
+    msg = _error(demo)
+    assert "snakemake's --config reads values nested in {...} as text; set nested keys in a --configfile" in msg
+    assert "exponent" not in msg

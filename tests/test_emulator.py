@@ -180,3 +180,120 @@ def test_paper_chi2_is_blind_to_pixel_shuffled_lognormal_maps_and_the_log_chi2_i
     assert 0.7 < real["chi2_log_samples"] < 2.0
     assert real["chi2_log_sims"] == pytest.approx(stats.expected_reduced_chi2(14, 32), rel=0.15)
     assert noise["pdf_w1_dex"] == pytest.approx(real["pdf_w1_dex"])  # same pixels
+
+
+# --------------------------------------------------------------------------------------------
+# `python -m cosmodiff` against bad input (issue 15): in-process, one line on stderr, status 2
+# --------------------------------------------------------------------------------------------
+
+FAST = ["--estimator", "truncated", "--t-max", "2", "--n-coarse", "3", "--n-fine", "3", "--max-refine", "1"]
+
+
+def _cli(capsys, *argv):
+    """(status, stderr) of `python -m cosmodiff ARGV`; argparse errors exit with status 2 too."""
+    from cosmodiff.__main__ import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def _sample_args(ckpt, out, *extra):
+    return ["sample", "--checkpoint", ckpt, "--omega-m", "0.3", "--sigma-8", "0.8", "-n", "1", "--steps", "2", "-o", out,
+            *extra]
+
+
+def test_cli_output_never_destroys_an_input_or_an_existing_file(trained, tmp_path, capsys):
+    """Issue 15, case 1: `-o` overwrote anything, the checkpoint and the input map included."""
+    from cosmodiff.camels import sha256sum
+
+    data, ckpt = trained
+    digest = sha256sum(ckpt)
+    code, err = _cli(capsys, *_sample_args(ckpt, ckpt))
+    assert code == 2 and f"output {ckpt} is the input {ckpt}: choose another output file" in err
+    assert sha256sum(ckpt) == digest
+    field = tmp_path / "map.npy"
+    np.save(field, prepare.load_split(data, "test")[0][0])
+    before = field.read_bytes()
+    code, err = _cli(capsys, "infer", field, "--checkpoint", ckpt, "--units", "log10", "-o", field, *FAST)
+    assert code == 2 and f"output {field} is the input {field}" in err and field.read_bytes() == before
+    out = tmp_path / "s.h5"
+    out.write_bytes(b"precious")
+    code, err = _cli(capsys, *_sample_args(ckpt, out))
+    assert code == 2 and f"output {out} exists: pass --force to replace it" in err and out.read_bytes() == b"precious"
+    assert _cli(capsys, *_sample_args(ckpt, out, "--force"))[0] == 0 and read_samples(out)[0].shape == (1, 1, 16, 16)
+    code, err = _cli(capsys, *_sample_args(ckpt, tmp_path))
+    assert code == 2 and f"output {tmp_path} is a directory: give a file name" in err
+    # an unwritable place fails before the scan, not after it
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, err = _cli(capsys, "infer", field, "--checkpoint", ckpt, "--units", "log10", "-o", blocker / "p.h5", *FAST)
+    assert code == 2 and f"cannot write {blocker / 'p.h5'}" in err and "network evaluations" not in capsys.readouterr().out
+
+
+def test_failed_write_removes_its_temporary_file(trained, tmp_path, capsys, monkeypatch):
+    """Issue 15, case 1: a full disk left s.h5.tmp behind, keeping the disk full."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full)
+    out = tmp_path / "s.h5"
+    code, err = _cli(capsys, *_sample_args(trained[1], out))
+    assert code == 2 and "No space left on device" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_infer_refuses_a_field_that_does_not_match_the_checkpoint(trained, tmp_path, capsys):
+    """Issue 15, case 5: these gave the prior (or a moved Omega_m) and exit 0."""
+    data, ckpt = trained
+    log_map = prepare.load_split(data, "test")[0][0].astype(np.float64)
+    physical = 10.0**log_map
+    cases = {
+        "physical_as_log10": (physical, "log10", "check --units"),
+        "log10_as_physical": (log_map, "physical", "of the pixels of"),
+        "zeros": (np.zeros_like(log_map), "physical", "lie below --log-floor"),
+        "times_1e6": (physical * 1e6, "physical", "check --units"),
+        "nan_log10": (np.where(np.arange(log_map.size).reshape(log_map.shape) == 7, np.nan, log_map), "log10",
+                      "has 1 non-finite pixels (NaN or inf)"),
+    }
+    for name, (field, units, reason) in cases.items():
+        np.save(tmp_path / f"{name}.npy", field)
+        code, err = _cli(capsys, "infer", tmp_path / f"{name}.npy", "--checkpoint", ckpt, "--units", units, *FAST)
+        assert code == 2 and reason in err, (name, err)
+        assert len(err.strip().splitlines()) == 1, (name, err)
+    # a checkpoint trained on bad data (non-finite normalisation) is refused
+    import torch
+
+    bad = torch.load(ckpt, weights_only=True)
+    bad["normalisation"] = [float("nan"), float("inf")]
+    torch.save(bad, tmp_path / "nan_norm.pt")
+    code, err = _cli(capsys, "infer", tmp_path / "physical_as_log10.npy", "--checkpoint", tmp_path / "nan_norm.pt", *FAST)
+    assert code == 2 and "normalisation (nan, inf) is not a finite range" in err
+
+
+def test_cli_bad_options_and_files_are_one_line_errors(trained, tmp_path, capsys):
+    """Issue 15, case 8: -n 0 said "need at least one array"; a text .npy suggested allow_pickle."""
+    import torch
+
+    ckpt = trained[1]
+    for option, value in (("-n", "0"), ("-n", "-3"), ("--batch-size", "0")):
+        argv = _sample_args(ckpt, tmp_path / "s.h5")
+        argv[argv.index("-n") : argv.index("-n") + 2] = [option, value]
+        code, err = _cli(capsys, *argv)
+        assert code == 2 and f"argument {option}: must be at least 1, got {value}" in err, err
+    if not torch.cuda.is_available():
+        code, err = _cli(capsys, *_sample_args(ckpt, tmp_path / "s.h5", "--device", "cuda"))
+        assert code == 2 and "this torch build sees no CUDA device; use --device cpu" in err
+    text = tmp_path / "text.npy"
+    text.write_text("1 2\n3 4\n")
+    code, err = _cli(capsys, "infer", text, "--checkpoint", ckpt, *FAST)
+    assert code == 2 and f"{text} is not a .npy array file" in err and "allow_pickle" not in err
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    code, err = _cli(capsys, *_sample_args(empty, tmp_path / "s.h5"))
+    assert code == 2 and f"{empty} is not a readable cosmodiff checkpoint" in err and "weights_only" not in err
+    assert not (tmp_path / "s.h5").exists()

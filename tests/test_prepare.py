@@ -164,3 +164,55 @@ def test_prepare_failure_leaves_no_output(tmp_path):
     with pytest.raises(ValueError):
         prepare.prepare_dataset(maps_path, params_path, {32: out}, {"train": 0.5, "val": 0.25, "test": 0.25})
     assert not out.exists()
+
+
+FRACTIONS = {"train": 0.5, "val": 0.25, "test": 0.25}
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_raw_pixels_are_refused_with_the_map_named(tmp_path, value):
+    """Issue 15, case 4: one NaN or inf used to give a normalisation of (inf, -inf, NaN)."""
+    maps_path, params_path = _write_cmd(tmp_path)
+    maps = np.load(maps_path, mmap_mode="r+")
+    maps[37, 5, 5] = value
+    maps.flush()
+    del maps
+    out = tmp_path / "p.h5"
+    with pytest.raises(ValueError, match=r"map 37 \(simulation 2\) has non-finite pixels \(NaN or inf\)"):
+        prepare.prepare_dataset(maps_path, params_path, {32: out}, FRACTIONS, progress=False)
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_zero_or_negative_pixels_above_the_configured_share_are_refused(tmp_path, caplog):
+    maps_path, params_path = _write_cmd(tmp_path)  # 4 empty pixels of 92160
+    maps = np.load(maps_path, mmap_mode="r+")
+    maps[3, 0, 4:8] = -1.0
+    maps.flush()
+    del maps
+    out = tmp_path / "p.h5"
+    with pytest.raises(ValueError, match=r"0\.009% of the pixels are zero or negative, above "
+                                         r"prepare.max_nonpositive_fraction \(5e-05\)"):
+        prepare.prepare_dataset(maps_path, params_path, {32: out}, FRACTIONS, progress=False,
+                                max_nonpositive_fraction=5e-5)
+    assert not out.exists()
+    with caplog.at_level("WARNING", logger="cosmodiff.prepare"):
+        prepare.prepare_dataset(maps_path, params_path, {32: out}, FRACTIONS, progress=False)
+    assert "0.009% of the pixels are zero or negative; floored at 1e+09" in caplog.text
+
+
+def test_raw_maps_of_another_size_than_the_config_name_key_and_file(tmp_path):
+    maps_path, params_path = _write_cmd(tmp_path)  # 32^2 maps
+    with pytest.raises(ValueError, match=f"{maps_path} holds 32x32 maps but config key 'data.resolution' is 64"):
+        prepare.prepare_dataset(maps_path, params_path, {64: tmp_path / "p.h5"}, FRACTIONS, progress=False,
+                                native_resolution=64)
+
+
+def test_truncated_prepared_file_names_the_file_and_the_rule(tmp_path):
+    maps_path, params_path = _write_cmd(tmp_path)
+    out = tmp_path / "p.h5"
+    prepare.prepare_dataset(maps_path, params_path, {32: out}, FRACTIONS, progress=False)
+    out.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    for read in (prepare.read_normalisation, prepare.load_split):
+        with pytest.raises(ValueError, match=f"{out} is not a readable HDF5 file .*: it is truncated or damaged; "
+                                             "delete it and rerun the `prepare` rule"):
+            read(out)

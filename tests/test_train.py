@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from cosmodiff import prepare, synthetic
-from cosmodiff.train import Interrupted, TrainSettings, dihedral, load_checkpoint, model_from_checkpoint, train
+from cosmodiff.train import (Diverged, Interrupted, TrainSettings, dihedral, load_checkpoint, model_from_checkpoint,
+                             train)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {
@@ -80,6 +81,78 @@ def test_state_from_other_settings_is_not_resumed(data, tmp_path):
     paths = run(data, tmp_path, settings=other)
     fresh = run(data, tmp_path / "fresh", settings=other)
     same_weights(paths[-1], fresh[-1])
+
+
+def _damage(path):
+    """Overwrite the start of a file in place (same inode), as a disk or a stray write would."""
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 4096)
+
+
+def test_resume_restores_a_good_copy_of_a_checkpoint_damaged_in_place(data, tmp_path):
+    """Issue 15, case 2: the resumable state hard-linked the declared checkpoints, so a
+    checkpoint damaged in place came back damaged on every rerun."""
+    straight = run(data, tmp_path / "a")
+    paths = run(data, tmp_path / "b")
+    _damage(paths[0])
+    with pytest.raises(ValueError, match="not a readable cosmodiff checkpoint"):
+        load_checkpoint(paths[0])
+    for f in (tmp_path / "b/ckpt").iterdir():  # the workflow deletes declared outputs before a rerun
+        f.unlink()
+    for a, b in zip(straight, run(data, tmp_path / "b")):
+        same_weights(a, b)
+
+
+def test_unreadable_state_or_damaged_copy_warns_and_starts_over(data, tmp_path, caplog):
+    straight = run(data, tmp_path / "a")
+    with pytest.raises(Interrupted):
+        run(data, tmp_path / "b", stop_after=4)
+    state = tmp_path / "b/state/state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # truncated: used to fail every rerun
+    with caplog.at_level("WARNING", logger="cosmodiff.train"):
+        resumed = run(data, tmp_path / "b")
+    assert f"ignoring {state}: it cannot be read" in caplog.text and "training starts from iteration 0" in caplog.text
+    same_weights(straight[-1], resumed[-1])
+    # a state whose copy of a checkpoint no longer has the sha256 it recorded is not resumed
+    caplog.clear()
+    with pytest.raises(Interrupted):
+        run(data, tmp_path / "c", stop_after=4)
+    _damage(tmp_path / "c/state/ckpt_0000003.pt")
+    with caplog.at_level("WARNING", logger="cosmodiff.train"):
+        resumed = run(data, tmp_path / "c")
+    assert f"not resuming: {tmp_path / 'c/state/ckpt_0000003.pt'} is missing or damaged" in caplog.text
+    for a, b in zip(straight, resumed):
+        same_weights(a, b)
+
+
+def test_non_finite_loss_stops_training_with_the_iteration(data, tmp_path):
+    """Issue 15, case 4: NaN losses were logged and checkpoints saved."""
+    with pytest.raises(Diverged, match=r"training loss is nan at iteration 1: check the prepared maps"):
+        run(data, tmp_path, normalisation=(float("nan"), 12.0))
+    assert not list((tmp_path / "ckpt").glob("*.pt")) if (tmp_path / "ckpt").exists() else True
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", bytes(range(256)) * 8, "half"])
+def test_unreadable_checkpoint_is_one_line_that_never_suggests_unsafe_loading(data, tmp_path, content):
+    """Issue 15, case 8: an empty, truncated or random-bytes file gave a zip, EOFError or
+    unpickling traceback suggesting weights_only=False."""
+    good = run(data, tmp_path / "a", settings=replace(SETTINGS, iterations=1, checkpoint_every=1))[-1]
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2] if content == "half" else content)
+    with pytest.raises(ValueError) as info:
+        model_from_checkpoint(bad)
+    msg = str(info.value)
+    assert msg.startswith(f"{bad} is not a readable cosmodiff checkpoint") and "\n" not in msg
+    assert "weights_only" not in msg and "rerun the training stage that wrote it" in msg
+
+
+def test_checkpoint_whose_config_does_not_match_its_weights(data, tmp_path):
+    good = run(data, tmp_path / "a", settings=replace(SETTINGS, iterations=1, checkpoint_every=1))[-1]
+    ckpt = load_checkpoint(good)
+    ckpt["model_config"]["base_channels"] = 16
+    torch.save(ckpt, tmp_path / "edited.pt")
+    with pytest.raises(ValueError, match=r"edited.pt: its model_config does not match its weights \(RuntimeError: "):
+        model_from_checkpoint(tmp_path / "edited.pt")
 
 
 def test_checkpoint_contents_and_weights_only_loading(data, tmp_path):

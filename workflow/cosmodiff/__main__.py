@@ -2,6 +2,7 @@
 
     python -m cosmodiff sample --checkpoint CKPT --omega-m 0.3 --sigma-8 0.8 -n 16 -o out.h5
     python -m cosmodiff infer --checkpoint CKPT field.npy [-o posterior.h5]
+    python -m cosmodiff check-config config/my.yaml
 
 (also installed as the ``cosmodiff`` command).
 """
@@ -17,8 +18,10 @@ def _sample(args):
 
     from .cosmology import check_in_prior
     from .emulator import Emulator, write_samples
+    from .files import check_output
 
     check_in_prior(args.omega_m, args.sigma_8)
+    check_output(args.output, [args.checkpoint], args.force)
     emu = Emulator.from_checkpoint(args.checkpoint, device=args.device)
     log_maps = emu.sample(args.omega_m, args.sigma_8, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                           batch_size=args.batch_size, resolution=args.resolution, clip=not args.no_clip, progress=True,
@@ -34,25 +37,43 @@ def _sample(args):
 def read_field(path, resolution, units="physical", log_floor=1e9, downsample="bicubic"):
     """A map from .npy as the network sees it: log10 surface density at ``resolution``.
     ``units``: "physical" ((Msun/h)/(Mpc/h)^2, as CMD: floored at log_floor, log10) or "log10"
-    (already prepared). A larger map is downsampled as in prepare; a smaller one is an error."""
+    (already prepared). A larger map is downsampled as in prepare; a smaller one is an error,
+    and so are non-finite pixels, negative physical values and a physical map with more than
+    half its pixels below ``log_floor`` (an empty map, or a log10 map given as physical)."""
     import numpy as np
 
-    from . import prepare
+    from . import camels, prepare
 
-    field = np.load(path)
-    if field.ndim != 2 or field.shape[0] != field.shape[1]:
-        raise ValueError(f"{path} holds an array of shape {field.shape}; expected one square map (N, N)")
-    if units == "physical":
-        if not np.all(np.isfinite(field)) or field.min() < 0:
-            raise ValueError(f"{path} has negative or non-finite values: not a surface density (use --units log10 for log maps)")
-        field = prepare.log_transform(field, log_floor)
-    n = field.shape[0]
+    shape, _ = camels.check_npy(path)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"{path} holds an array of shape {shape}; expected one square map (N, N)")
+    n = shape[0]
     if n < resolution or n % resolution:
         raise ValueError(f"{path} is {n}x{n}: the checkpoint works at {resolution}x{resolution}, "
                          f"so the map needs a multiple of {resolution} pixels per side")
+    field = np.load(path, allow_pickle=False)
+    bad = np.count_nonzero(~np.isfinite(field))
+    if bad:
+        raise ValueError(f"{path} has {bad} non-finite pixels (NaN or inf); give a map with finite values")
+    if units == "physical":
+        if field.min() < 0:
+            raise ValueError(f"{path} has negative values: not a surface density (use --units log10 for log maps)")
+        floored = np.count_nonzero(field < log_floor) / field.size
+        if floored > 0.5:
+            raise ValueError(f"{floored:.0%} of the pixels of {path} lie below --log-floor {log_floor:g}: an empty map, or a "
+                             "log10 map (then use --units log10)")
+        field = prepare.log_transform(field, log_floor)
     if n > resolution:
         field = prepare.downsample(field, resolution, downsample)
     return np.asarray(field, dtype=np.float64)
+
+
+def _check_config(args):
+    from .config import load_config
+
+    load_config(args.config)
+    print(f"{args.config}: valid")
+    return 0
 
 
 #: `infer` options passed to Potential and to coarse_to_fine when given.
@@ -65,9 +86,15 @@ def _infer(args):
 
     from . import inference
     from .emulator import Emulator
+    from .files import check_output
 
+    if args.output:
+        check_output(args.output, [args.field, args.checkpoint], args.force)
     emu = Emulator.from_checkpoint(args.checkpoint, device=args.device)
     field = read_field(args.field, emu.resolution, args.units, args.log_floor, args.downsample)
+    warning = emu.check_field(field, args.field)
+    if warning:
+        print(f"cosmodiff infer: warning: {warning}", file=sys.stderr)
     given = vars(args)  # options left out keep the library's defaults (argparse.SUPPRESS)
     potential = inference.Potential.from_emulator(
         emu, field, **{k: given[k] for k in POTENTIAL_OPTIONS if k in given}, batch_size=args.batch_size, progress=True
@@ -89,6 +116,14 @@ def _infer(args):
     return 0
 
 
+def _positive(text):
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="cosmodiff", description="Diffusion-model emulation and inference for CAMELS maps.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -96,15 +131,16 @@ def main(argv=None):
     s.add_argument("--checkpoint", required=True, help="a training checkpoint (.pt)")
     s.add_argument("--omega-m", type=float, required=True)
     s.add_argument("--sigma-8", type=float, required=True)
-    s.add_argument("-n", type=int, default=16, help="number of maps")
+    s.add_argument("-n", type=_positive, default=16, help="number of maps")
     s.add_argument("-o", "--output", required=True, help="output .h5 (maps in (Msun/h)/(Mpc/h)^2)")
+    s.add_argument("--force", action="store_true", help="replace an existing output file")
     s.add_argument("--sampler", choices=["ancestral", "ddim", "dpm2m"], default="dpm2m",
                    help="ancestral (1000 network evaluations per map), ddim or dpm2m (DPM-Solver++(2M), second order)")
-    s.add_argument("--steps", type=int, default=25, help="ddim / dpm2m steps")
+    s.add_argument("--steps", type=_positive, default=25, help="ddim / dpm2m steps")
     s.add_argument("--spacing", choices=["linear", "quadratic", "edm"], default="quadratic",
                    help="ddim / dpm2m timestep grid (quadratic: denser at small t, where log maps get their small scales)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=_positive, default=16)
     s.add_argument("--no-clip", action="store_true", help="do not clamp x0_hat to the training range")
     s.add_argument("--resolution", type=int, default=None, help="default: the checkpoint's")
     s.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
@@ -113,6 +149,7 @@ def main(argv=None):
     i.add_argument("field", help="a map in a .npy file: (N, N), N a multiple of the checkpoint's resolution")
     i.add_argument("--checkpoint", required=True, help="a training checkpoint (.pt)")
     i.add_argument("-o", "--output", default=None, help="write the posterior grid here (.h5)")
+    i.add_argument("--force", action="store_true", help="replace an existing output file")
     i.add_argument("--units", choices=["physical", "log10"], default="physical",
                    help="physical: (Msun/h)/(Mpc/h)^2 as in CMD; log10: an already prepared map")
     i.add_argument("--log-floor", type=float, default=1e9, help="physical maps: floor before log10 (prepare.log_floor)")
@@ -130,13 +167,16 @@ def main(argv=None):
     i.add_argument("--n-coarse", type=int, default=keep, help="coarse grid points per axis over the prior")
     i.add_argument("--n-fine", type=int, default=keep, help="fine grid points per axis")
     i.add_argument("--max-refine", type=int, default=keep)
-    i.add_argument("--batch-size", type=int, default=64)
+    i.add_argument("--batch-size", type=_positive, default=64)
     i.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     i.set_defaults(func=_infer)
+    c = sub.add_parser("check-config", help="validate a workflow config (YAML syntax errors with file and line)")
+    c.add_argument("config", help="a config .yaml")
+    c.set_defaults(func=_check_config)
     args = ap.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # user errors: one line, no traceback
         print(f"cosmodiff {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -53,6 +53,7 @@ __all__ = [
     "sha256sum",
     "read_params",
     "write_params",
+    "check_npy",
     "open_maps",
     "create_maps",
     "finalize_maps",
@@ -110,8 +111,9 @@ def sha256sum(path, chunk_size: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _verify(path: Path, sha256: str | None, size: int | None) -> str | None:
-    """None if ``path`` has the expected size and sha256 (each when given), else a reason."""
+def _verify(path: Path, sha256: str | None, size: int | None, npy: bool = False) -> str | None:
+    """None if ``path`` has the expected size and sha256 (each when given) and, if ``npy``,
+    a complete .npy header and body (:func:`check_npy`), else a reason."""
     got_size = path.stat().st_size
     if size is not None and got_size != int(size):
         what = "truncated" if got_size < int(size) else "larger than expected"
@@ -120,6 +122,11 @@ def _verify(path: Path, sha256: str | None, size: int | None) -> str | None:
         got = sha256sum(path)
         if got.lower() != sha256.strip().lower():
             return f"sha256 mismatch: expected {sha256.strip().lower()}, got {got}"
+    if npy:
+        try:
+            check_npy(path)
+        except ValueError as e:
+            return str(e)
     return None
 
 
@@ -275,7 +282,9 @@ def download(
     timeouts, truncated bodies and HTTP 5xx are retried up to ``retries`` more times, each
     resuming where the last one stopped (waiting ``backoff * 2**k`` seconds only when an
     attempt made no progress). After the body, the size (if ``size`` is given) and the sha256
-    (if ``sha256`` is given) are checked, and only then is the part renamed onto ``dest``.
+    (if ``sha256`` is given) are checked, a ``.npy`` ``dest`` must be a complete array file
+    (:func:`check_npy`: an HTML error page or half a file is refused even with both checks
+    off), and only then is the part renamed onto ``dest``.
 
     If ``dest`` already exists and verifies it is returned without any request; if it exists
     but fails verification it is deleted and downloaded again.
@@ -291,8 +300,9 @@ def download(
     if sha256 is not None:
         sha256 = str(sha256).strip().lower()
 
+    npy = dest.suffix == ".npy"
     if dest.exists():
-        if _verify(dest, sha256, size) is None:
+        if _verify(dest, sha256, size, npy) is None:
             return dest
         _unlink(dest)  # stale or corrupt: never leave an untrusted dest behind
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -336,7 +346,7 @@ def download(
 
     if not part.exists():
         part.touch()  # an empty body: let the size/checksum checks judge it
-    problem = _verify(part, sha256, size)
+    problem = _verify(part, sha256, size, npy)
     if problem is not None:
         _unlink(part)
         raise DownloadError(
@@ -413,6 +423,38 @@ def write_params(path, params) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+def check_npy(path):
+    """(shape, dtype) of a .npy file after checking that it is one, complete.
+
+    ValueError naming the file if it is not in numpy.save format (a text file, an HTML
+    page), holds Python objects, or is shorter or longer than its header announces (a
+    truncated download). Only the header is read.
+    """
+    path = Path(path)
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        head = f.read(len(fmt.MAGIC_PREFIX))
+        if head != fmt.MAGIC_PREFIX:
+            raise ValueError(f"{path} is not a .npy array file (it starts with {head!r}); write maps with numpy.save")
+        f.seek(0)
+        try:
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(f)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{path} has a damaged .npy header ({e}); write or download it again") from None
+        offset = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds Python objects, not numbers; write a numeric array with numpy.save")
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        what = "is truncated" if size < expected else "is longer than its header says"
+        raise ValueError(f"{path} {what}: the header announces {shape} {dtype} ({expected} bytes), the file has "
+                         f"{size} bytes; write or download it again")
+    return shape, dtype
+
+
 def open_maps(path) -> np.ndarray:
     """Memory-map a maps ``.npy`` read-only: (n_maps, N, N) floating array (np.memmap).
 
@@ -420,6 +462,7 @@ def open_maps(path) -> np.ndarray:
     floating array with square maps.
     """
     path = Path(path)
+    check_npy(path)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:

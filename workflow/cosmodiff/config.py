@@ -11,6 +11,7 @@ data resolution, the split fractions sum to 1, ranges are ordered).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -52,12 +53,21 @@ def _describe(error):
     else:
         text += f" ({error.message})"
     if isinstance(value, str) and v == "type":
-        try:
-            float(value)
-            text += f" (YAML read {value!r} as text: write numbers like 1.0e+9, with a sign in the exponent)"
-        except ValueError:
-            pass
+        text += _text_number_hint(value)
     return text
+
+
+def _text_number_hint(value):
+    """Why a number arrived as text: YAML's exponent rule, or snakemake's --config, which
+    reads every value nested in {...} as text."""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    if re.search(r"\d[eE]\d", value):
+        return f" (YAML read {value!r} as text: write numbers like 1.0e+9, with a sign in the exponent)"
+    return (f" (read {value!r} as text: snakemake's --config reads values nested in {{...}} as text; set nested "
+            "keys in a --configfile)")
 
 
 def load_schema(path=SCHEMA_PATH):
@@ -131,13 +141,47 @@ def _relations(config):
     norm = prep["norm_range"]
     if norm is not None and not norm[0] < norm[1]:
         problems.append(f"config key 'prepare.norm_range': {norm} is not allowed; expected [lo, hi] with lo < hi (log10)")
+    if abs(total - 1) <= 1e-6:
+        problems += _test_fields(config)
     if data["source"] == "local" and not data["local_dir"]:
         problems.append("config key 'data.local_dir' is null; expected a folder holding the CMD files when data.source is 'local'")
     return problems
 
 
+def _test_fields(config):
+    """inference.n_fields against the maps of the test split, where the number of
+    simulations is known before any data exist (synthetic: data.synthetic.n_sims; download:
+    the CMD LH set)."""
+    from .camels import N_SIMS
+    from .cosmology import MAPS_PER_SIM
+    from .prepare import split_simulations
+
+    data = config["data"]
+    n_sims = {"synthetic": data["synthetic"]["n_sims"], "download": N_SIMS}.get(data["source"])
+    if n_sims is None:
+        return []
+    try:
+        first, stop = split_simulations(n_sims, config["prepare"]["split"])["test"]
+    except ValueError as err:
+        return [f"config key 'prepare.split': {err}"]
+    n_maps, n_fields = (stop - first) * MAPS_PER_SIM, config["inference"]["n_fields"]
+    if n_fields > n_maps:
+        return [f"config key 'inference.n_fields': {n_fields} is not allowed; expected at most {n_maps}, the maps of "
+                f"the test split ({stop - first} simulations x {MAPS_PER_SIM})"]
+    return []
+
+
 def load_config(path, schema_path=SCHEMA_PATH):
-    """Read a YAML config file and validate it."""
+    """Read a YAML config file and validate it; a YAML syntax error is a ConfigError naming
+    the file and line."""
     with open(path) as f:
-        config = yaml.safe_load(f)
+        try:
+            config = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}, line {mark.line + 1}" if mark else str(path)
+            problem = getattr(err, "problem", None) or str(err)
+            raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected keys at the top level, got {type(config).__name__}")
     return validate_config(config, schema_path)

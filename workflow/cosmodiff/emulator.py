@@ -13,7 +13,6 @@ settings as attributes. From Python::
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +35,8 @@ class Emulator:
 
     def __init__(self, model, diffusion, normalisation, resolution, device=None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this torch build sees no CUDA device; use --device cpu or leave it out")
         self.model = model.to(self.device).eval()
         self.diffusion = diffusion
         self.normalisation = tuple(float(v) for v in normalisation)
@@ -47,7 +48,11 @@ class Emulator:
         from .train import model_from_checkpoint
 
         model, diffusion, ckpt = model_from_checkpoint(path, ema=ema)
-        emu = cls(model, diffusion, ckpt["normalisation"], ckpt["resolution"], device)
+        lo, hi = (float(v) for v in ckpt["normalisation"])
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"checkpoint {path}: normalisation ({lo}, {hi}) is not a finite range: it was trained on "
+                             "bad data; fix the raw maps and retrain")
+        emu = cls(model, diffusion, (lo, hi), ckpt["resolution"], device)
         emu.checkpoint = {"path": str(path), "stage": ckpt["stage"], "iteration": int(ckpt["iteration"])}
         return emu
 
@@ -57,6 +62,30 @@ class Emulator:
 
     def to_unit(self, log_maps):
         return normalise(np.asarray(log_maps, dtype=np.float64), self.normalisation)
+
+    #: normalised units (the training range is [-1, 1]): a field whose median lies beyond
+    #: BULK is off as a whole; a pixel beyond FAR is one training range past either end
+    BULK, FAR = 1.5, 3.0
+
+    def check_field(self, log_field, name="the field"):
+        """Compare a log10 field with the training normalisation (lo, hi) before inference.
+
+        Raises ValueError when the field's median lies outside that range by more than a
+        quarter of its width (a physical map read as log10, an empty map, a map in other
+        units or scaled by orders of magnitude: the posterior would be the prior, or biased,
+        without a sign); returns a warning text when more than 1% of the pixels lie one
+        range width beyond it, else None.
+        """
+        x = self.to_unit(log_field)
+        far = float(np.mean(np.abs(x) > self.FAR))
+        lo, hi = self.normalisation
+        where = (f"{name} spans log10 {np.min(log_field):.3g}..{np.max(log_field):.3g} (median "
+                 f"{np.median(log_field):.3g}), the checkpoint was trained on {lo:.3g}..{hi:.3g}")
+        if abs(np.median(x)) > self.BULK:
+            raise ValueError(f"{where}: check --units and that the map is a CDM surface density in (Msun/h)/(Mpc/h)^2")
+        if far > 0.01:
+            return f"{where}; {far:.1%} of its pixels lie far outside that range, the posterior may be biased"
+        return None
 
     @torch.no_grad()
     def sample(self, omega_m, sigma_8, n, sampler="ddim", steps=50, seed=0, batch_size=16, resolution=None, clip=True, progress=False,
@@ -115,7 +144,7 @@ class Emulator:
 def write_samples(path, log_maps, params, settings):
     """Write samples in physical units to HDF5.
 
-    path:     output .h5 (written to a temporary name, then renamed).
+    path:     output .h5 (written to a temporary name, then renamed; removed on failure).
     log_maps: (n_points, n, N, N) log10 maps.
     params:   (n_points, 2) Omega_m, sigma_8 of each point.
     settings: dict of sampler settings and provenance (stored as attributes).
@@ -123,15 +152,12 @@ def write_samples(path, log_maps, params, settings):
     log10 (what the analysis reads: an under-trained network's samples can overflow float32
     in physical units), /params (n_points, 2).
     """
-    import os
-
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        log_maps = np.asarray(log_maps, dtype=np.float32)
+    from .files import atomic_output
+
+    log_maps = np.asarray(log_maps, dtype=np.float32)
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         with np.errstate(over="ignore"):
             f.create_dataset("maps", data=(10.0 ** log_maps.astype(np.float64)).astype(np.float32))
         f.create_dataset("log10_maps", data=log_maps)
@@ -144,7 +170,6 @@ def write_samples(path, log_maps, params, settings):
                 **{k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) or v is None else v) for k, v in settings.items()},
             }
         )
-    os.replace(tmp, path)
 
 
 def read_samples(path, log10=False):

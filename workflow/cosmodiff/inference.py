@@ -82,7 +82,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -749,14 +748,11 @@ class GridPosterior:
     ):
         """Write the grid, U, the normalised log density and the marginals; the summary and
         ``attrs`` (and ``meta``) as attributes."""
-        import os
-
         import h5py
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
+        from .files import atomic_output
+
+        with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("omega_m", data=self.omega_m)
             f.create_dataset("sigma_8", data=self.sigma_8)
             f.create_dataset("potential", data=self.potential)
@@ -768,7 +764,6 @@ class GridPosterior:
                 if isinstance(v, (dict, list, tuple)) or v is None or isinstance(v, np.ndarray):
                     v = json.dumps(np.asarray(v).tolist() if isinstance(v, np.ndarray) else v, default=_jsonable)
                 f.attrs[k] = v
-        os.replace(tmp, path)
 
     @classmethod
     def from_hdf5(cls, path):

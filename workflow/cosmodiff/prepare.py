@@ -18,7 +18,9 @@ with <split> in train / val / test.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -26,6 +28,8 @@ import numpy as np
 
 from . import camels
 from .cosmology import BOX_SIZE, MAP_UNITS, MAPS_PER_SIM, PARAM_NAMES
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -152,6 +156,8 @@ def prepare_dataset(
     block_sims=20,
     progress=True,
     norm_range=None,
+    native_resolution=None,
+    max_nonpositive_fraction=0.01,
 ):
     """Prepare HDF5 training sets at several resolutions from CMD-layout files.
 
@@ -171,7 +177,12 @@ def prepare_dataset(
                  :func:`check_norm_range`; a narrow range keeps every Fourier mode of the
                  normalised maps well above the diffusion's beta_0, which the variational
                  bound needs to be the likelihood).
-    Each output is written to a temporary name and renamed when complete.
+    native_resolution: pixels per side the maps must have (config: data.resolution); None
+                 takes the file's.
+    max_nonpositive_fraction: largest fraction of raw pixels that may be zero or negative
+                 (no surface density: floored at ``log_floor``); above it a ValueError.
+    A map with a NaN or infinite pixel is a ValueError naming the map. Each output is
+    written to a temporary name and renamed when complete.
     """
     import h5py
     from tqdm.auto import tqdm
@@ -182,6 +193,9 @@ def prepare_dataset(
     params = camels.read_params(params_path)
     camels.check_layout(maps, params)
     n_sims, native = len(params), maps.shape[-1]
+    if native_resolution is not None and native != native_resolution:
+        raise ValueError(f"{maps_path} holds {native}x{native} maps but config key 'data.resolution' is "
+                         f"{native_resolution}: set data.resolution to {native}, or use maps of that size")
     ranges = split_simulations(n_sims, fractions)
     outputs = {int(r): Path(p) for r, p in outputs.items()}
     for r in outputs:
@@ -190,6 +204,7 @@ def prepare_dataset(
 
     files, stats, tmps = {}, {}, {}
     floored = dict.fromkeys(ranges, 0)  # pixels below the floor per split (empty, or a lognormal tail)
+    nonpositive = 0  # pixels <= 0: no surface density at all
     try:
         for r, path in outputs.items():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +223,9 @@ def prepare_dataset(
             for s0 in range(a, b, block_sims):
                 s1 = min(s0 + block_sims, b)
                 block = maps[s0 * MAPS_PER_SIM : s1 * MAPS_PER_SIM]
+                _check_finite(block, s0 * MAPS_PER_SIM, maps_path)
                 floored[split] += int(np.count_nonzero(block < log_floor))
+                nonpositive += int(np.count_nonzero(block <= 0))
                 logm = log_transform(block, log_floor)
                 i0, i1 = (s0 - a) * MAPS_PER_SIM, (s1 - a) * MAPS_PER_SIM
                 for r, f in files.items():
@@ -218,6 +235,7 @@ def prepare_dataset(
                         stats[r].update(out)
                 bar.update(s1 - s0)
         bar.close()
+        _check_nonpositive(nonpositive / maps.size, max_nonpositive_fraction, maps_path, log_floor)
 
         for r, f in files.items():
             attrs = {
@@ -253,11 +271,46 @@ def prepare_dataset(
     return {r: str(p) for r, p in outputs.items()}
 
 
-def load_split(path, split="train"):
-    """(maps, params, attrs) of one split of a prepared file, read into memory."""
+@contextlib.contextmanager
+def open_prepared(path):
+    """A prepared file opened read-only (h5py.File); a ValueError naming the file and the
+    rule that rewrites it when it is missing, truncated or not HDF5."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    if not Path(path).exists():
+        raise ValueError(f"{path} does not exist; run the `prepare` rule to write it")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path} is not a readable HDF5 file ({err}): it is truncated or damaged; "
+                         "delete it and rerun the `prepare` rule") from None
+    with f:
+        yield f
+
+
+def _check_finite(block, first, maps_path):
+    """ValueError naming the first map of ``block`` (map ``first`` of the file) with a NaN or
+    infinite pixel."""
+    bad = np.flatnonzero(~np.isfinite(block).all(axis=(-2, -1)))
+    if len(bad):
+        i = first + int(bad[0])
+        raise ValueError(f"{maps_path}: map {i} (simulation {i // MAPS_PER_SIM}) has non-finite pixels (NaN or inf); "
+                         "repair or replace the maps file")
+
+
+def _check_nonpositive(fraction, limit, maps_path, log_floor):
+    """ValueError if more than ``limit`` of the raw pixels are <= 0, a warning if any are."""
+    if fraction > limit:
+        raise ValueError(f"{maps_path}: {fraction:.3%} of the pixels are zero or negative, above "
+                         f"prepare.max_nonpositive_fraction ({limit:g}); these are not surface densities: check "
+                         "the maps, or raise the limit if empty pixels are expected")
+    if fraction:
+        log.warning("%s: %.3f%% of the pixels are zero or negative; floored at %g", maps_path, 100 * fraction, log_floor)
+
+
+def load_split(path, split="train"):
+    """(maps, params, attrs) of one split of a prepared file, read into memory."""
+    with open_prepared(path) as f:
         if split not in f:
             raise KeyError(f"{path} has no split {split!r}; it has {list(f)}")
         return f[split]["maps"][:], f[split]["params"][:], dict(f.attrs)
@@ -284,9 +337,7 @@ def normalise(log_maps, normalisation):
 def read_normalisation(path):
     """(norm_min, norm_max) of a prepared file: the training-split range of log10 maps that
     the network maps to [-1, 1]."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
+    with open_prepared(path) as f:
         return float(f.attrs["norm_min"]), float(f.attrs["norm_max"])
 
 
@@ -294,9 +345,7 @@ def inference_field(path, index, split="test"):
     """The index-th field of a split for inference, spread over the simulations first (map 0
     of every simulation, then map 1, ...): (log10 map (N, N) float64, (Omega_m, sigma_8),
     simulation, map of that simulation). A ValueError names the largest index there is."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
+    with open_prepared(path) as f:
         sims = f[split]["sim"][:]
         order = np.unique(sims)
         sim = int(order[index % len(order)])

@@ -10,7 +10,11 @@ from the pretrained weights). What it guarantees:
   schedule, random-number generators, iteration, and a copy of every checkpoint written so
   far) lives in ``state_dir``, written atomically. A run that finds a state with the same
   fingerprint (model, diffusion and training settings, data) resumes from it and restores the
-  declared checkpoints it had written; a state with another fingerprint is ignored.
+  declared checkpoints it had written, as copies checked against the sha256 the state
+  recorded; a state with another fingerprint, an unreadable one, or one whose checkpoint
+  copies are damaged is ignored with a warning naming the file (training starts over).
+* **Divergence.** A NaN or infinite loss stops the run with :class:`Diverged`, naming the
+  iteration, before anything is saved for it.
 * **Signals.** SIGTERM and SIGUSR1 (what SLURM sends before a time limit or preemption) make
   the loop save its state at the end of the current iteration and exit with
   :class:`Interrupted` (the script turns it into a non-zero exit), so the next attempt resumes.
@@ -39,7 +43,8 @@ import torch
 from . import camels
 from .diffusion import GaussianDiffusion, make_betas, make_sampler
 from .layout import checkpoint_iterations, checkpoint_name
-from .prepare import normalise
+from .files import atomic_output
+from .prepare import normalise, open_prepared
 from .unet import UNet
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,10 @@ CHECKPOINT_FORMAT = 1
 
 class Interrupted(RuntimeError):
     """Training stopped by a signal after saving its state; rerun to resume."""
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite; nothing was saved for that iteration."""
 
 
 @dataclass
@@ -103,9 +112,7 @@ def load_training_maps(path, split="train", normalisation=None):
                    stages).
     Returns (maps, params (n, 2) Omega_m and sigma_8, (lo, hi)).
     """
-    import h5py
-
-    with h5py.File(path, "r") as f:
+    with open_prepared(path) as f:
         maps = f[split]["maps"][:]
         params = f[split]["params"][:, :2]
         lo, hi = normalisation or (float(f.attrs["norm_min"]), float(f.attrs["norm_max"]))
@@ -133,44 +140,46 @@ def dihedral(x, ops):
 
 
 def _atomic_save(obj, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
-def _place(src, dst, link=True):
-    """Put a copy of src at dst atomically: a hard link where possible (checkpoints, which
-    never change once written), a real copy otherwise or when ``link`` is False."""
+def _place(src, dst):
+    """Put a copy of src at dst atomically. A real copy, never a hard link: a declared
+    checkpoint damaged in place must not damage the copy a resume restores it from."""
     import shutil
 
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        if not link:
-            raise OSError
-        os.link(src, tmp)
-    except OSError:
+    with atomic_output(dst) as tmp:
         shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """A checkpoint dict (weights_only loading: no code is executed from the file)."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a cosmodiff checkpoint (format {ckpt.get('format')})")
+    """A checkpoint dict (weights_only loading: no code is executed from the file).
+    ValueError (one line, naming the file) if it is missing, truncated, not a checkpoint or
+    holds objects other than tensors and plain values."""
+    if not Path(path).is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - zip, EOF and unpickling errors alike; their text suggests unsafe loading
+        raise ValueError(f"{path} is not a readable cosmodiff checkpoint ({type(err).__name__}): it is truncated, "
+                         "damaged or another kind of file; rerun the training stage that wrote it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a cosmodiff checkpoint (format {found})")
     return ckpt
 
 
 def model_from_checkpoint(path, ema=True, map_location="cpu"):
     """(model in eval mode, diffusion, checkpoint dict) from a checkpoint file."""
     ckpt = load_checkpoint(path, map_location)
-    model = UNet.from_config(ckpt["model_config"])
-    model.load_state_dict(ckpt["ema" if ema else "model"])
+    try:
+        model = UNet.from_config(ckpt["model_config"])
+        model.load_state_dict(ckpt["ema" if ema else "model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[-1].strip()[:200]
+        raise ValueError(f"{path}: its model_config does not match its weights ({type(err).__name__}: {first}); "
+                         "the file was edited or assembled by hand: use a checkpoint written by training") from None
     model.eval()
     return model, diffusion_from_config(ckpt["diffusion_config"]), ckpt
 
@@ -188,6 +197,38 @@ def diffusion_from_config(cfg):
 def fingerprint(*parts):
     """Short hash of JSON-serialisable settings: a resumed state must match it."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_state(state_path, fp):
+    """The resumable state at ``state_path`` if it is readable and has fingerprint ``fp``,
+    else None with a warning naming the file (training then starts from iteration 0)."""
+    if not state_path.exists():
+        return None
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a truncated or damaged state must not fail every rerun
+        log.warning("ignoring %s: it cannot be read (%s); training starts from iteration 0", state_path, type(err).__name__)
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != fp:
+        log.warning("ignoring %s: it was written with other settings or data", state_path)
+        return None
+    return state
+
+
+def _intact_checkpoints(state, state_dir, ckpt_its):
+    """{name: sha256} of the checkpoints a state had written, each copy in ``state_dir``
+    checked against the sha256 the state recorded; None (with a warning naming the file) if
+    one is missing or differs. States written before the record restore unchecked."""
+    recorded = state.get("checkpoints")
+    if recorded is None:
+        recorded = {checkpoint_name(i): None for i in ckpt_its if i <= int(state["iteration"])}
+    for name, digest in recorded.items():
+        copy = state_dir / name
+        if not copy.exists() or (digest is not None and camels.sha256sum(copy) != digest):
+            log.warning("not resuming: %s is missing or damaged (not the file the state recorded); "
+                        "training starts from iteration 0", copy)
+            return None
+    return dict(recorded)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,23 +359,22 @@ def train(
     )
     ckpt_its = settings.checkpoint_iterations()
     checkpoint_dir, state_dir = Path(checkpoint_dir), Path(state_dir)
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") == fp:
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            start = int(state["iteration"])
-            if is_main:
-                log.info("resuming from %s at iteration %d", state_path, start)
-                for it in ckpt_its:
-                    if it <= start and (state_dir / checkpoint_name(it)).exists():
-                        _place(state_dir / checkpoint_name(it), checkpoint_dir / checkpoint_name(it))
-        elif is_main:
-            log.warning("ignoring %s: it was written with other settings or data", state_path)
+    written = {}  # declared checkpoint name -> sha256 of its copy in state_dir
+    state = _read_state(state_path, fp)
+    restored = _intact_checkpoints(state, state_dir, ckpt_its) if state is not None else None
+    if restored is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["iteration"])
+        written = restored
+        if is_main:
+            log.info("resuming from %s at iteration %d", state_path, start)
+            for name in written:
+                _place(state_dir / name, checkpoint_dir / name)
 
     net = model
     if distributed:
@@ -355,6 +395,7 @@ def train(
                 "scheduler": scheduler.state_dict(),
                 "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
+                "checkpoints": dict(written),
             },
             state_path,
         )
@@ -374,8 +415,10 @@ def train(
             "model": model.state_dict(),
             "ema": ema.state_dict(),
         }
-        _atomic_save(ckpt, state_dir / checkpoint_name(iteration))
-        _place(state_dir / checkpoint_name(iteration), checkpoint_dir / checkpoint_name(iteration))
+        name = checkpoint_name(iteration)
+        _atomic_save(ckpt, state_dir / name)
+        written[name] = camels.sha256sum(state_dir / name)
+        _place(state_dir / name, checkpoint_dir / name)
 
     # Metrics accumulate next to the state (the declared copy is deleted by the workflow
     # before a rerun); rows past the resumed iteration are dropped, then copied out.
@@ -391,7 +434,7 @@ def train(
     def publish_metrics():
         if is_main:
             metrics.flush()
-            _place(metrics_state, metrics_path, link=False)
+            _place(metrics_state, metrics_path)
 
     bar = tqdm(total=settings.iterations, initial=start, desc=stage, unit="it", disable=not (progress and is_main))
     t_last, n_last, loss_acc, n_acc = time.perf_counter(), start, 0.0, 0
@@ -430,6 +473,9 @@ def train(
                 if distributed:
                     dist.all_reduce(loss_val)
                     loss_val /= world
+                if not torch.isfinite(loss_val):
+                    raise Diverged(f"training loss is {float(loss_val)} at iteration {it}: check the prepared maps "
+                                   "(finite normalisation) or lower the learning rate; nothing was saved for it")
                 loss_acc += float(loss_val)
                 n_acc += 1
                 bar.update(1)

@@ -27,6 +27,7 @@ import pandas as pd
 from . import stats
 from .cosmology import BOX_SIZE, MAPS_PER_SIM
 from .powerspec import power_spectrum
+from .prepare import open_prepared
 
 STAT_COLUMNS = ["chi2_samples", "chi2_sims", "chi2_log_samples", "chi2_log_sims", "density_z", "pdf_w1_dex"]
 TABLE_COLUMNS = ["point", "sim", "omega_m", "sigma_8", *STAT_COLUMNS]
@@ -39,9 +40,7 @@ def choose_points(data_path, n_points, seed, split="val"):
 
     Returns a sorted list of simulation indices (as stored in the file's /<split>/sim).
     """
-    import h5py
-
-    with h5py.File(data_path, "r") as f:
+    with open_prepared(data_path) as f:
         sims = np.unique(f[split]["sim"][:])
     if n_points > len(sims):
         raise ValueError(f"asked for {n_points} validation points but the {split} split has {len(sims)} simulations")
@@ -51,9 +50,7 @@ def choose_points(data_path, n_points, seed, split="val"):
 
 def simulation_maps(data_path, sim, split="val"):
     """log10 maps (15, N, N) and (Omega_m, sigma_8) of one simulation of a prepared file."""
-    import h5py
-
-    with h5py.File(data_path, "r") as f:
+    with open_prepared(data_path) as f:
         idx = np.flatnonzero(f[split]["sim"][:] == sim)
         if len(idx) != MAPS_PER_SIM:
             raise ValueError(f"simulation {sim} has {len(idx)} maps in the {split} split of {data_path}")

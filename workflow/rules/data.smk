@@ -86,6 +86,8 @@ rule prepare:
             split=as_json(config["prepare"]["split"]),
             downsample=config["prepare"]["downsample"],
             norm_range=as_json(config["prepare"]["norm_range"]),
+            native_resolution=NATIVE,
+            max_nonpositive_fraction=config["prepare"]["max_nonpositive_fraction"],
         ),
         source=as_json(
             {

@@ -119,7 +119,12 @@ rule plot_emulation:
 
 
 rule emulate:
-    """Target: validation of every checkpoint, selection, samples and emulation figures."""
+    """Target: validation of every checkpoint, selection, samples and emulation figures.
+    Every output the stage stands for is listed, so a plain rerun rebuilds any that is
+    missing (a killed job's), not only the last files of the chain."""
     input:
+        validation_tables("pretrain"),
+        validation_tables("finetune"),
         expand(rules.select_checkpoint.output, stage=["pretrain", "finetune"]),
+        rules.sample.output,
         rules.plot_emulation.output,

@@ -107,7 +107,9 @@ if ORACLE:
 
 
 rule infer:
-    """Target: posteriors of every test field and the calibration."""
+    """Target: posteriors of every test field and the calibration (every output listed, so
+    a plain rerun rebuilds a missing posterior)."""
     input:
+        expand(rules.posterior.output, field=FIELDS),
         rules.calibration.output,
         rules.oracle.output if ORACLE else [],

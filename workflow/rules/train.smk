@@ -69,7 +69,7 @@ rule finetune:
 
 
 rule train:
-    """Target: both training stages."""
+    """Target: both training stages (every declared output)."""
     input:
         rules.pretrain.output,
         rules.finetune.output,

@@ -17,6 +17,17 @@ def setup_logging():
     return logging.getLogger(Path(sys.argv[0]).stem)
 
 
+def run(main):
+    """Exit with ``main()``'s status; a user error (ValueError, OSError: bad input files or
+    options) is logged as one line that says what to fix, without a traceback, status 1."""
+    try:
+        code = main()
+    except (ValueError, OSError) as err:
+        logging.getLogger(Path(sys.argv[0]).stem).error("%s", err)
+        code = 1
+    sys.exit(code)
+
+
 def add_sampler_args(ap):
     """The sampling options shared by the scripts that generate maps (validate_checkpoint,
     sample): each rule passes them from its config section through `cli()`."""

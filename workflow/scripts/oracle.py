@@ -8,7 +8,6 @@ the library's default, and the authors' truncated sum) are compared: table and f
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import _bootstrap
@@ -68,4 +67,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _bootstrap.run(main)

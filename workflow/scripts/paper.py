@@ -10,7 +10,6 @@ import datetime
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import _bootstrap
@@ -112,4 +111,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _bootstrap.run(main)

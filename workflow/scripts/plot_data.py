@@ -1,7 +1,6 @@
 """Figures of the data stage: map gallery and power spectra (rule `plot_data`)."""
 
 import argparse
-import sys
 from pathlib import Path
 
 import _bootstrap
@@ -25,4 +24,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _bootstrap.run(main)

@@ -2,7 +2,6 @@
 z-scores, pixel PDFs, the response to each parameter, peak counts; and a tidy table."""
 
 import argparse
-import sys
 from pathlib import Path
 
 import _bootstrap
@@ -48,4 +47,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _bootstrap.run(main)

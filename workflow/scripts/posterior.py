@@ -3,7 +3,6 @@
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -75,4 +74,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _bootstrap.run(main)

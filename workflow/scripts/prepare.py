@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import _bootstrap
@@ -22,6 +21,9 @@ def main(argv=None):
     ap.add_argument("--downsample", default="bicubic", help="bicubic | area")
     ap.add_argument("--source", default="{}", help="JSON provenance of the raw files")
     ap.add_argument("--norm-range", default="null", help="JSON null (training range -> [-1, 1]) or [lo, hi] in log10")
+    ap.add_argument("--native-resolution", required=True, type=int, help="pixels per side of the raw maps (data.resolution)")
+    ap.add_argument("--max-nonpositive-fraction", required=True, type=float,
+                    help="largest fraction of raw pixels that may be <= 0 (prepare.max_nonpositive_fraction)")
     args = ap.parse_args(argv)
     log = _bootstrap.setup_logging()
     if len(args.resolutions) != len(args.outputs):
@@ -40,10 +42,12 @@ def main(argv=None):
         method=args.downsample,
         source=source,
         norm_range=json.loads(args.norm_range),
+        native_resolution=args.native_resolution,
+        max_nonpositive_fraction=args.max_nonpositive_fraction,
     )
     log.info("wrote %s", out)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _bootstrap.run(main)

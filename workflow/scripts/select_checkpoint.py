@@ -4,7 +4,6 @@
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import _bootstrap
@@ -40,4 +39,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _bootstrap.run(main)

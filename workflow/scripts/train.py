@@ -7,14 +7,13 @@ SLURM signals a time limit or preemption, so that a retry resumes.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import _bootstrap
 
 from cosmodiff import plots
 from cosmodiff.prepare import read_normalisation
-from cosmodiff.train import Interrupted, TrainSettings, train
+from cosmodiff.train import Diverged, Interrupted, TrainSettings, train
 
 EXIT_INTERRUPTED = 75
 
@@ -63,10 +62,13 @@ def main(argv=None):
     except Interrupted as err:
         log.warning("%s", err)
         return EXIT_INTERRUPTED
+    except Diverged as err:
+        log.error("%s", err)
+        return 1
     plots.save(plots.loss_curve(args.metrics, title=args.stage), args.loss_figure)
     log.info("wrote %d checkpoints, last %s", len(paths), paths[-1])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _bootstrap.run(main)

@@ -1,7 +1,6 @@
 """Chi-squared table of one checkpoint at the validation points (rule `validate_checkpoint`)."""
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -37,4 +36,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _bootstrap.run(main)

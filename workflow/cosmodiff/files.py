@@ -1,0 +1,62 @@
+"""Output files that never lose data: checked before work starts, written atomically.
+
+:func:`check_output` is the guard of every user-named output (``python -m cosmodiff sample``
+and ``infer``): it refuses an output that is one of the inputs, a directory, an existing file
+(unless forced) or a place that cannot be written, before any sampling or scan starts.
+:func:`atomic_output` is the one temporary-then-rename writer of the library: a failed write
+(a full disk, a kill, an exception) removes its ``.tmp`` and leaves the old file untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def check_output(path, inputs=(), force=False):
+    """Raise ValueError (one line, what to change) unless ``path`` can take a new result.
+
+    path:   the output file.
+    inputs: files the command reads (an output resolving to one of them is refused).
+    force:  allow replacing an existing file (never an input or a directory).
+    The output's folder is created if needed and a probe file is written and removed there,
+    so that a read-only or missing place fails now, not after the work.
+    """
+    path = Path(path)
+    target = path.resolve()
+    for inp in inputs:
+        if Path(inp).resolve() == target:
+            raise ValueError(f"output {path} is the input {inp}: choose another output file")
+    if path.is_dir():
+        raise ValueError(f"output {path} is a directory: give a file name, e.g. {path / 'out.h5'}")
+    if path.exists() and not force:
+        raise ValueError(f"output {path} exists: pass --force to replace it, or choose another output file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write {path}: {err.strerror or err}; choose a writable folder") from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block ends
+    cleanly, delete it when the block raises (``path`` is then left as it was)::
+
+        with atomic_output("s.h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                ...
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

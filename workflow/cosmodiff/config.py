@@ -120,6 +120,14 @@ def _relations(config):
             f"config key 'model.channel_mults': {len(model['channel_mults'])} levels downsample by {factor}, "
             f"which must divide prepare.low_resolution ({low})"
         )
+    for stage in ("pretrain", "finetune"):
+        st = config[stage]
+        if st["lr_milestones"] and st["lr_step"]:
+            problems.append(f"config key '{stage}.lr_milestones': {st['lr_milestones']} is not allowed with lr_step {st['lr_step']}; expected one of the two (the other [] or 0)")
+        if st["lr_milestones"] != sorted(set(st["lr_milestones"])):
+            problems.append(f"config key '{stage}.lr_milestones': {st['lr_milestones']} is not allowed; expected increasing iterations")
+    if config["pretrain"]["init"] != "none":
+        problems.append(f"config key 'pretrain.init': {config['pretrain']['init']!r} is not allowed; expected 'none' (pretraining starts from random weights)")
     if data["source"] == "local" and not data["local_dir"]:
         problems.append("config key 'data.local_dir' is null; expected a folder holding the CMD files when data.source is 'local'")
     return problems

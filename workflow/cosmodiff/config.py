@@ -133,8 +133,20 @@ def _relations(config):
     return problems
 
 
-def load_config(path, schema_path=SCHEMA_PATH):
-    """Read a YAML config file and validate it."""
-    with open(path) as f:
-        config = yaml.safe_load(f)
+def merge(base, overlay):
+    """``base`` updated key by key, recursively, with ``overlay`` (lists and values replaced):
+    what Snakemake does with several ``--configfile`` files given in order."""
+    out = dict(base)
+    for k, v in overlay.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path, *overlays, schema_path=SCHEMA_PATH):
+    """Read a YAML config file, update it with overlay files in order (config/paper+*.yaml),
+    and validate the result."""
+    config = {}
+    for p in (path, *overlays):
+        with open(p) as f:
+            config = merge(config, yaml.safe_load(f))
     return validate_config(config, schema_path)

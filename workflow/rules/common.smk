@@ -97,7 +97,8 @@ def train_params(stage):
 
 def finetune_init():
     """(input files, script option) of the weights fine-tuning starts from (config
-    finetune.init): the selected pretraining checkpoint, the last one (the authors'), or none."""
+    finetune.init): the selected pretraining checkpoint, the last one (the authors'), or none.
+    """
     init = config["finetune"]["init"]
     if init == "selected":
         return [f"{RUN}/validation/pretrain/selected.json"], "--init-selection"

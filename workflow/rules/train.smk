@@ -62,7 +62,9 @@ rule finetune:
     params:
         **train_params("finetune"),
         checkpoint_dir=lambda w, output: os.path.dirname(output.checkpoints[0]),
-        init=lambda w, input: " ".join([finetune_init()[1], *map(shlex.quote, input.init)]),
+        init=lambda w, input: " ".join(
+            [finetune_init()[1], *map(shlex.quote, input.init)]
+        ),
     shell:
         "{params.launcher} {input.script} --stage finetune --data {input.data:q} --norm-data {input.data:q}"
         " {params.init} --model {params.model:q} --diffusion {params.diffusion:q}"

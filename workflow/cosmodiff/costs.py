@@ -23,9 +23,9 @@ GPU_RULES = ("pretrain", "finetune", "validate_checkpoint", "sample", "posterior
 #: The sustained FLOP rate assumed until a GPU run measures one: an NVIDIA A100 (the authors'
 #: card: their conda env is "pytorch_a100") in float32 with TF32 matmuls has a dense peak of
 #: 156 TFLOP/s; convolutional U-Nets with GroupNorm and attention sustain a fraction of it. 20%
-#: is consistent with the authors' own jobs: their likelihood job (save_computed_liks.sh, 3 h
-#: limit) scanned 10 fields x 110,000 evaluations, >= 100 evaluations/s at 256^2, i.e. >= 20
-#: TFLOP/s at our count of ~0.19 TFLOP per evaluation.
+#: is consistent with the authors' own jobs, which give lower bounds: their likelihood job
+#: (save_computed_liks.sh, 3 h limit) scanned 10 fields x 110,000 evaluations, >= 100
+#: evaluations/s at 256^2, i.e. >= 15 TFLOP/s at ~0.15 TFLOP per evaluation.
 ASSUMED_TFLOPS = 0.2 * 156.0
 #: A requested runtime is the projection times this margin, rounded up to RUNTIME_STEP minutes.
 SAFETY = 1.5

@@ -60,8 +60,8 @@ def main(argv=None):
     training_range = (float(train.min()), float(train.max()))
     method = cfg["prepare"]["downsample"] if method == "none" else method
     cases = {}
-    for label, ema in (("network, EMA weights", True), ("network, raw weights", False)):
-        emu = Emulator.from_checkpoint(checkpoint, ema=ema)
+    for label, weights in (("network, EMA weights", "ema"), ("network, raw weights", "raw")):
+        emu = Emulator.from_checkpoint(checkpoint, weights=weights)
         cases[label] = (emu.model, emu.diffusion, emu.normalisation)
     for label, norm in (("oracle, configured norm", emu.normalisation), ("oracle, training range", training_range)):
         cases[f"{label} {tuple(round(v, 2) for v in norm)}"] = (

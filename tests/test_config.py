@@ -21,6 +21,21 @@ def test_shipped_configs_are_valid(name):
     load_config(ROOT / f"config/{name}.yaml")
 
 
+@pytest.mark.parametrize("variant", sorted(p.name for p in (ROOT / "config").glob("paper+*.yaml")))
+def test_paper_variants_are_valid_overlays(variant):
+    merged = load_config(ROOT / "config/paper.yaml", ROOT / "config" / variant)
+    assert merged["run"] != "paper"
+
+
+def test_protocol_keys_that_exclude_each_other(demo):
+    demo["finetune"]["lr_milestones"] = [20, 10]
+    demo["pretrain"]["init"] = "last"
+    msg = _error(demo)
+    assert "'finetune.lr_milestones': [20, 10] is not allowed with lr_step 30" in msg
+    assert "'finetune.lr_milestones': [20, 10] is not allowed; expected increasing iterations" in msg
+    assert "'pretrain.init': 'last' is not allowed; expected 'none'" in msg
+
+
 def _error(config):
     with pytest.raises(ConfigError) as info:
         validate_config(config)

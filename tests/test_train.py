@@ -177,6 +177,19 @@ def test_finetune_starts_from_the_pretrained_weights(data, tmp_path):
         torch.testing.assert_close(b["model"][k], a["ema"][k], rtol=0, atol=1e-9)
 
 
+def test_learning_rate_milestones_and_a_late_sparse_ema_in_the_loop(data, tmp_path):
+    """lr_milestones [2, 5]: iterations 1-2 at lr, 3-5 at lr/2, 6 at lr/4 (the metrics log the
+    rate of the next iteration); ema_start 3: the EMA equals the raw weights at checkpoint 3,
+    then averages at iterations 4 and 6 only (ema_every 2)."""
+    settings = replace(SETTINGS, lr_step=0, lr_milestones=[2, 5], ema_start=3, ema_every=2, ema_decay=0.5)
+    paths = run(data, tmp_path, settings)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3, 5e-4, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+    at3, at6 = load_checkpoint(paths[0]), load_checkpoint(paths[1])
+    assert all(torch.equal(at3["ema"][k], at3["model"][k]) for k in at3["model"])
+    assert not all(torch.equal(at6["ema"][k], at6["model"][k]) for k in at6["model"])
+
+
 def test_dihedral_covers_the_eight_symmetries():
     x = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(8, 1, 1, 1)
     out = dihedral(x, torch.arange(8))

@@ -60,8 +60,9 @@ def shift_error(model, x, t, p, s):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_shift_equivariance_for_multiples_of_the_downsampling_factor():
-    model = make()
+@pytest.mark.parametrize("head", ["ours", "authors"])
+def test_shift_equivariance_for_multiples_of_the_downsampling_factor(head):
+    model = make(head=head)
     x, t, p = inputs(n=32, m=48)  # non-square on purpose
     for s in [(FACTOR, 2 * FACTOR), (-FACTOR, 3 * FACTOR), (7 * FACTOR, -FACTOR), (0, 32)]:
         assert shift_error(model, x, t, p, s) < 1e-10, s
@@ -270,6 +271,17 @@ def test_config_round_trip_and_unknown_keys(conditioning):
         UNet.from_config({**cfg, "groups": 5})
     with pytest.raises(ValueError, match="attention"):
         UNet.from_config({**cfg, "attention": [True]})
+    with pytest.raises(ValueError, match="head"):
+        UNet.from_config({**cfg, "head": "theirs"})
+
+
+def test_the_authors_head_drops_the_full_resolution_up_level():
+    ours, authors = UNet(**SMALL), UNet(**SMALL, head="authors")
+    assert len(ours.up) == 3 and len(authors.up) == 2  # their up path stops after its last upsampling
+    assert authors.out_conv.kernel_size == (1, 1) and hasattr(authors, "out_block") and not hasattr(authors, "out_norm")
+    # checkpoints written before the option rebuild the network they were trained with
+    legacy = {k: v for k, v in ours.config().items() if k != "head"}
+    assert UNet.from_config(legacy).config() == ours.config()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,10 +289,10 @@ def test_config_round_trip_and_unknown_keys(conditioning):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("conditioning", ["bias", "scale_shift"])
-def test_every_parameter_takes_part_and_gets_a_gradient(conditioning):
+@pytest.mark.parametrize("head,conditioning", [("ours", "bias"), ("authors", "bias"), ("ours", "scale_shift")])
+def test_every_parameter_takes_part_and_gets_a_gradient(head, conditioning):
     torch.manual_seed(0)
-    model = UNet(**SMALL, dropout=0.1, conditioning=conditioning).train()
+    model = UNet(**SMALL, dropout=0.1, head=head, conditioning=conditioning).train()
     x, t, p = inputs(n=16, dtype=torch.float32)
     model(x, t, p).square().mean().backward()
     # all parameters are in the graph even at zero init (DistributedDataParallel needs that)

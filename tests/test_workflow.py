@@ -60,8 +60,8 @@ EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain":
 @pytest.mark.parametrize(
     "name,expected",
     [
-        # one validation job per checkpoint: demo 4 + 2, smoke 2 + 2, paper 12 + 20
-        # ... and one posterior job per test field: demo 15, smoke 2, paper 150
+        # one validation job per checkpoint: demo 4 + 2, smoke 2 + 2, paper 15 + 75 (every 4,000)
+        # ... and one posterior job per field: demo 15, smoke 2, paper 10 (validation fields)
         # ... and the exact-denoiser check where the data are lognormal (demo only)
         ("config", {"synthesize": 1, "validate_checkpoint": 6, "posterior": 15, "calibration": 1, "oracle": 1,
                     "likelihood_diagnostic": 1, **EMULATE}),
@@ -71,13 +71,49 @@ EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain":
                    "likelihood_diagnostic": 1, "convergence_scan": 4, "oracle_scan": 1, "likelihood_summary": 1,
                    **EMULATE}),
         ("smoke", {"synthesize": 1, "validate_checkpoint": 4, "posterior": 2, "calibration": 1, **EMULATE}),
-        ("paper", {"download": 2, "validate_checkpoint": 32, "posterior": 150, "calibration": 1, **EMULATE}),
+        ("paper", {"download": 2, "validate_checkpoint": 90, "posterior": 10, "calibration": 1, **EMULATE}),
     ],
 )
 def test_dry_run_of_every_config(tmp_path, name, expected):
     out = snakemake("-n", "--configfile", str(ROOT / f"config/{name}.yaml"), cwd=tmp_path)
     jobs = planned_jobs(out)
     assert {k: v for k, v in jobs.items() if k != "all"} == expected
+
+
+VARIANTS = sorted(p.name for p in (ROOT / "config").glob("paper+*.yaml"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_of_the_paper_config_dry_runs_as_an_overlay(tmp_path, variant):
+    """`--configfile config/paper.yaml config/paper+X.yaml`: Snakemake updates the first file
+    with the second key by key; the plan is that of the merged config, in its own run folder."""
+    from cosmodiff.config import load_config
+    from cosmodiff.layout import checkpoint_iterations
+
+    paper, merged = load_config(ROOT / "config/paper.yaml"), load_config(ROOT / "config/paper.yaml", ROOT / "config" / variant)
+    assert merged["run"] != paper["run"] and merged != {**paper, "run": merged["run"]}
+    out = snakemake("-n", "--configfile", str(ROOT / "config/paper.yaml"), str(ROOT / "config" / variant), cwd=tmp_path)
+    assert f"results/{merged['run']}/" in out.stdout and "results/paper/" not in out.stdout
+    jobs = planned_jobs(out)
+    n_ckpt = sum(len(checkpoint_iterations(merged[s]["iterations"], merged[s]["checkpoint_every"])) for s in ("pretrain", "finetune"))
+    assert (jobs["posterior"], jobs["validate_checkpoint"]) == (merged["inference"]["n_fields"], n_ckpt)
+
+
+@pytest.mark.parametrize(
+    "overlays,option",
+    [
+        ([], "--init results/paper/models/pretrain/ckpt_0060000.pt"),  # the authors': the last 64^2 checkpoint
+        (["config/paper+ours.yaml"], "--init-selection results/paper-ours/validation/pretrain/selected.json"),
+    ],
+)
+def test_finetune_starts_from_the_checkpoint_finetune_init_names(tmp_path, overlays, option):
+    from cosmodiff.config import load_config
+
+    run = load_config(ROOT / "config/paper.yaml", *[ROOT / o for o in overlays])["run"]
+    out = snakemake("-n", "-p", "--configfile", str(ROOT / "config/paper.yaml"), *[str(ROOT / o) for o in overlays],
+                    f"results/{run}/models/finetune/metrics.jsonl", cwd=tmp_path)
+    command = next(line for line in out.stdout.splitlines() if "--stage finetune" in line)
+    assert option in command
 
 
 def test_bad_config_stops_the_run_with_the_key_named(tmp_path):

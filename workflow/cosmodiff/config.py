@@ -143,6 +143,14 @@ def _relations(config):
         problems.append(f"config key 'prepare.norm_range': {norm} is not allowed; expected [lo, hi] with lo < hi (log10)")
     if abs(total - 1) <= 1e-6:
         problems += _test_fields(config)
+    for stage in ("pretrain", "finetune"):
+        st = config[stage]
+        if st["lr_milestones"] and st["lr_step"]:
+            problems.append(f"config key '{stage}.lr_milestones': {st['lr_milestones']} is not allowed with lr_step {st['lr_step']}; expected one of the two (the other [] or 0)")
+        if st["lr_milestones"] != sorted(set(st["lr_milestones"])):
+            problems.append(f"config key '{stage}.lr_milestones': {st['lr_milestones']} is not allowed; expected increasing iterations")
+    if config["pretrain"]["init"] != "none":
+        problems.append(f"config key 'pretrain.init': {config['pretrain']['init']!r} is not allowed; expected 'none' (pretraining starts from random weights)")
     if data["source"] == "local" and not data["local_dir"]:
         problems.append("config key 'data.local_dir' is null; expected a folder holding the CMD files when data.source is 'local'")
     return problems
@@ -171,9 +179,17 @@ def _test_fields(config):
     return []
 
 
-def load_config(path, schema_path=SCHEMA_PATH):
-    """Read a YAML config file and validate it; a YAML syntax error is a ConfigError naming
-    the file and line."""
+def merge(base, overlay):
+    """``base`` updated key by key, recursively, with ``overlay`` (lists and values replaced):
+    what Snakemake does with several ``--configfile`` files given in order."""
+    out = dict(base)
+    for k, v in overlay.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path):
+    """One config file; a YAML syntax error is a ConfigError naming the file and line."""
     with open(path) as f:
         try:
             config = yaml.safe_load(f)
@@ -184,4 +200,13 @@ def load_config(path, schema_path=SCHEMA_PATH):
             raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected keys at the top level, got {type(config).__name__}")
+    return config
+
+
+def load_config(path, *overlays, schema_path=SCHEMA_PATH):
+    """Read a YAML config file, update it with overlay files in order (config/paper+*.yaml),
+    and validate the result."""
+    config = {}
+    for p in (path, *overlays):
+        config = merge(config, _read_yaml(p))
     return validate_config(config, schema_path)

@@ -19,6 +19,8 @@ import torch
 
 from .cosmology import BOX_SIZE, MAP_UNITS, PARAM_NAMES
 from .prepare import normalise
+from .protocol import PRECISIONS, WEIGHTS
+from .protocol import precision as precision_context
 
 SAMPLERS = ("ancestral", "ddim", "dpm2m")
 
@@ -31,9 +33,11 @@ class Emulator:
     normalisation: (lo, hi): log10 maps were scaled to [-1, 1] with these.
     resolution:    pixels per side of the training maps (the default output size).
     device:        torch device (default: CUDA if available, else CPU).
+    precision:     "bf16" (autocast on CUDA) or "fp32" (TF32 matmuls, the authors'); see
+                   :func:`cosmodiff.protocol.precision`. Plain float32 on a CPU.
     """
 
-    def __init__(self, model, diffusion, normalisation, resolution, device=None):
+    def __init__(self, model, diffusion, normalisation, resolution, device=None, precision="bf16"):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: this torch build sees no CUDA device; use --device cpu or leave it out")
@@ -41,18 +45,24 @@ class Emulator:
         self.diffusion = diffusion
         self.normalisation = tuple(float(v) for v in normalisation)
         self.resolution = int(resolution)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
 
     @classmethod
-    def from_checkpoint(cls, path, ema=True, device=None):
-        """Load the EMA (or raw) weights of a training checkpoint."""
+    def from_checkpoint(cls, path, weights="ema", device=None, precision="bf16"):
+        """Load the EMA (``weights="ema"``) or raw (``"raw"``, what the authors' sampling and
+        likelihoods load) weights of a training checkpoint."""
         from .train import model_from_checkpoint
 
-        model, diffusion, ckpt = model_from_checkpoint(path, ema=ema)
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        model, diffusion, ckpt = model_from_checkpoint(path, ema=weights == "ema")
         lo, hi = (float(v) for v in ckpt["normalisation"])
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
             raise ValueError(f"checkpoint {path}: normalisation ({lo}, {hi}) is not a finite range: it was trained on "
                              "bad data; fix the raw maps and retrain")
-        emu = cls(model, diffusion, (lo, hi), ckpt["resolution"], device)
+        emu = cls(model, diffusion, (lo, hi), ckpt["resolution"], device, precision)
         emu.checkpoint = {"path": str(path), "stage": ckpt["stage"], "iteration": int(ckpt["iteration"])}
         return emu
 
@@ -121,7 +131,7 @@ class Emulator:
             b = min(batch_size, n - start)
             cond = torch.tensor([[omega_m, sigma_8]] * b, dtype=torch.float32, device=self.device)
             shape = (b, 1, res, res)
-            with self._autocast():
+            with precision_context(self.device, self.precision):
                 if sampler == "ancestral":
                     x = self.diffusion.sample(self.model, shape, cond, generator=gen, progress=progress, device=self.device, clip=clamp)
                 else:
@@ -130,11 +140,6 @@ class Emulator:
                               device=self.device, clip=clamp)
             out.append(x.float().cpu().numpy()[:, 0])
         return self.to_log10(np.concatenate(out)).astype(np.float32)
-
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
 
     def evaluations(self, sampler, steps):
         """Network evaluations per map of a sampler setting."""

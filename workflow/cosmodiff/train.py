@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import camels
+from . import camels, protocol
 from .diffusion import GaussianDiffusion, make_betas, make_sampler
 from .layout import checkpoint_iterations, checkpoint_name
 from .files import atomic_output
@@ -70,7 +70,12 @@ class TrainSettings:
     lr_step:           step decay: multiply lr by ``lr_gamma`` every ``lr_step`` iterations
                        (0 = constant lr).
     lr_gamma:          decay factor of the step schedule.
-    ema_decay:         EMA decay per step (0 = EMA equals the raw weights).
+    lr_milestones:     iterations after which lr is multiplied by ``lr_gamma`` (the authors'
+                       MultiStepLR); replaces ``lr_step`` (:func:`cosmodiff.protocol.lr_scheduler`).
+    ema_decay:         EMA decay per update (0 = EMA equals the raw weights).
+    ema_start:         the EMA copies the raw weights up to this iteration, then averages ...
+    ema_every:         ... once every this many iterations (:func:`cosmodiff.protocol.ema_action`).
+    precision:         "bf16" (autocast on CUDA) or "fp32" (TF32 matmuls, the authors').
     checkpoint_every:  iterations between declared checkpoints.
     seed:              seed of the single generator behind all randomness of the run.
     grad_clip:         clip the gradient norm to this value (0 = no clipping).
@@ -84,7 +89,11 @@ class TrainSettings:
     lr: float = 2e-4
     lr_step: int = 0
     lr_gamma: float = 0.5
+    lr_milestones: list = field(default_factory=list)
     ema_decay: float = 0.999
+    ema_start: int = 0
+    ema_every: int = 1
+    precision: str = "bf16"
     checkpoint_every: int = 1000
     seed: int = 0
     grad_clip: float = 0.0
@@ -337,11 +346,7 @@ def train(
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    scheduler = (
-        torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_step, settings.lr_gamma)
-        if settings.lr_step
-        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    )
+    scheduler = protocol.lr_scheduler(optimizer, settings.lr_step, settings.lr_gamma, settings.lr_milestones)
     gen = torch.Generator().manual_seed(settings.seed)
     start = 0
 
@@ -379,7 +384,6 @@ def train(
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     per_rank = settings.batch_size // world
 
     def save_state(iteration):
@@ -453,7 +457,7 @@ def train(
                 cond = p_all[idx[sl]].to(device)
                 if device.type == "cuda":
                     x0 = x0.contiguous(memory_format=torch.channels_last)
-                with autocast:
+                with protocol.precision(device, settings.precision):
                     losses = diffusion.training_losses(net, x0, cond, t=t[sl].to(device), noise=noise[sl].to(device))
                 loss = (losses.float() * weights[sl].to(device)).mean()
                 optimizer.zero_grad(set_to_none=True)
@@ -462,12 +466,7 @@ def train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                with torch.no_grad():
-                    d = settings.ema_decay
-                    for pe, pm in zip(ema.parameters(), model.parameters()):
-                        pe.lerp_(pm, 1 - d)
-                    for be, bm in zip(ema.buffers(), model.buffers()):
-                        be.copy_(bm)
+                protocol.ema_step(ema, model, settings.ema_decay, protocol.ema_action(it, settings.ema_start, settings.ema_every))
 
                 loss_val = loss.detach()
                 if distributed:

@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CONDITIONINGS", "PeriodicDownsample", "PeriodicUpsample", "UNet", "count_parameters", "scale_params"]
+__all__ = ["CONDITIONINGS", "HEADS", "PeriodicDownsample", "PeriodicUpsample", "UNet", "count_parameters", "scale_params"]
 
 DEFAULT_PARAM_BOUNDS = ((0.1, 0.5), (0.6, 1.0))  # CAMELS LH prior: Omega_m, sigma_8
 
@@ -147,19 +147,28 @@ class PeriodicUpsample(nn.Module):
 #: the parameters can change the gain of every feature, not only its offset).
 CONDITIONINGS = ("bias", "scale_shift")
 
+#: The end of the up path: "ours" (a full-resolution up level that uses the full-resolution
+#: skip, then GroupNorm -> SiLU -> zero-initialised circular 3x3 convolution) or "authors"
+#: (their ``UnetExplicitConditional``: the up path stops after its last upsampling, the
+#: full-resolution skip is unused, one ResNet block and a 1x1 convolution follow, default
+#: initialisation, and each ResNet block's parameter projection has its own bias).
+HEADS = ("ours", "authors")
+
 
 class ResBlock(nn.Module):
     """conv3x3-GN-SiLU, + time and parameter conditioning, (dropout) conv3x3-GN-SiLU, + skip."""
 
     def __init__(self, c_in: int, c_out: int, time_dim: int, n_params: int, groups: int, dropout: float,
-                 conditioning: str = "bias"):
+                 conditioning: str = "bias", param_bias_bias: bool = False):
         super().__init__()
         self.conditioning = conditioning
         k = 2 if conditioning == "scale_shift" else 1  # (scale, shift) or a bias per channel
         self.conv1 = _conv3x3(c_in, c_out)
         self.norm1 = nn.GroupNorm(groups, c_out)
         self.time_bias = nn.Linear(time_dim, k * c_out)
-        self.param_bias = nn.Linear(n_params, k * c_out, bias=False)  # time_bias already has a bias
+        # time_bias already has a bias; the authors' blocks carry a second one (redundant: the sum
+        # is one bias, but Adam steps each separately)
+        self.param_bias = nn.Linear(n_params, k * c_out, bias=param_bias_bias)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = _conv3x3(c_out, c_out)
         self.norm2 = nn.GroupNorm(groups, c_out)
@@ -275,6 +284,7 @@ class UNet(nn.Module):
         attention_heads=4,  # Heads of both attentions.
         attention_head_dim=32,  # Width of one head (hidden width = heads * head_dim).
         conditioning="bias",  # How embeddings enter the ResNet blocks: "bias" (authors) or "scale_shift" (FiLM); see CONDITIONINGS.
+        head="ours",  # End of the up path and output head: "ours" or "authors" (their exact network); see HEADS.
     ):
         super().__init__()
         channel_mults = tuple(int(m) for m in channel_mults)
@@ -306,6 +316,8 @@ class UNet(nn.Module):
             raise ValueError("attention_heads and attention_head_dim must be positive integers")
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
 
         self._config = {
             "in_channels": int(in_channels),
@@ -322,6 +334,7 @@ class UNet(nn.Module):
             "attention_heads": int(attention_heads),
             "attention_head_dim": int(attention_head_dim),
             "conditioning": str(conditioning),
+            "head": str(head),
         }
         self.in_channels = int(in_channels)
         self.n_params = int(n_params)
@@ -338,7 +351,7 @@ class UNet(nn.Module):
         )
 
         def block(c_in, c_out):
-            return ResBlock(c_in, c_out, time_dim, self.n_params, groups, float(dropout), conditioning)
+            return ResBlock(c_in, c_out, time_dim, self.n_params, groups, float(dropout), conditioning, head == "authors")
 
         def lin_attn(c, flag):
             return LinearAttention(c, heads, head_dim) if flag else None
@@ -360,13 +373,18 @@ class UNet(nn.Module):
         # up path, at resolution N / 2**i: concatenate the skip of level i, ResNet blocks to the
         # width of the next finer level (the authors' channel flow), attention, upsample
         self.up = nn.ModuleList()
-        for i in reversed(range(levels)):
+        self.head = head
+        for i in reversed(range(0 if head == "ours" else 1, levels)):
             w = widths[max(i - 1, 0)]
             blocks = [block(c + widths[i] if j == 0 else w, w) for j in range(int(num_res_blocks))]
             up = PeriodicUpsample(w, w) if i > 0 else None
             self.up.append(_Level(blocks, lin_attn(w, attention[i]), up))
             c = w
 
+        if head == "authors":  # one ResNet block, then a 1x1 convolution
+            self.out_block = block(c, c)
+            self.out_conv = nn.Conv2d(c, self.in_channels, 1)
+            return
         # output head, zero-initialised: the untrained network predicts 0
         self.out_norm = nn.GroupNorm(groups, c)
         self.out_conv = _conv3x3(c, self.in_channels)
@@ -443,6 +461,8 @@ class UNet(nn.Module):
             if lev.resample is not None:
                 x = lev.resample(x)
 
+        if self.head == "authors":
+            return self.out_conv(self.out_block(x, e, pa))
         return self.out_conv(F.silu(self.out_norm(x)))
 
 

@@ -35,17 +35,25 @@ TABLE_COLUMNS = ["point", "sim", "omega_m", "sigma_8", *STAT_COLUMNS]
 SELECT_BY = {"chi2": "chi2_samples", "chi2_log": "chi2_log_samples", "pdf_w1": "pdf_w1_dex", "density_z": "abs_density_z"}
 
 
-def choose_points(data_path, n_points, seed, split="val"):
+def choose_points(data_path, n_points, seed, split="val", fiducial=None):
     """Simulations of a split used as validation points: n_points distinct ones, seeded.
 
+    fiducial: None, or an (Omega_m, sigma_8) point whose nearest simulation of the split is
+              always one of the points (the authors' validation set holds the fiducial
+              cosmology (0.30, 0.82): evaluate.py asserts it); the other n_points - 1 are drawn.
     Returns a sorted list of simulation indices (as stored in the file's /<split>/sim).
     """
     with open_prepared(data_path) as f:
-        sims = np.unique(f[split]["sim"][:])
+        sim_of_map, params = f[split]["sim"][:], f[split]["params"][:, :2]
+    sims, first = np.unique(sim_of_map, return_index=True)
     if n_points > len(sims):
         raise ValueError(f"asked for {n_points} validation points but the {split} split has {len(sims)} simulations")
     rng = np.random.default_rng(seed)
-    return sorted(int(s) for s in rng.choice(sims, size=n_points, replace=False))
+    if fiducial is None:
+        return sorted(int(s) for s in rng.choice(sims, size=n_points, replace=False))
+    nearest = int(np.argmin(np.hypot(*(params[first] - np.asarray(fiducial, dtype=np.float64)).T)))
+    rest = np.delete(sims, nearest)
+    return sorted([int(sims[nearest])] + [int(s) for s in rng.choice(rest, size=n_points - 1, replace=False)])
 
 
 def simulation_maps(data_path, sim, split="val"):

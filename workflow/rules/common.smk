@@ -89,9 +89,22 @@ def train_params(stage):
         launcher=launcher(stage),
         model=as_json(config["model"]),
         diffusion=as_json(config["diffusion"]),
-        settings=as_json(config[stage]),
+        # `init` is wiring (which file the stage starts from: finetune_init), not a setting
+        settings=as_json({k: v for k, v in config[stage].items() if k != "init"}),
         state_dir=f"{RUN}/state/{stage}",
     )
+
+
+def finetune_init():
+    """(input files, script option) of the weights fine-tuning starts from (config
+    finetune.init): the selected pretraining checkpoint, the last one (the authors'), or none.
+    """
+    init = config["finetune"]["init"]
+    if init == "selected":
+        return [f"{RUN}/validation/pretrain/selected.json"], "--init-selection"
+    if init == "last":
+        return checkpoints("pretrain")[-1:], "--init"
+    return [], ""
 
 
 STAGE_DATA = {"pretrain": LOW, "finetune": NATIVE}
@@ -101,7 +114,7 @@ def validation_options():
     """validate_checkpoint's options: config validation without select_by (which only
     select_checkpoint reads, so changing it does not regenerate the samples)."""
     opts = {k: v for k, v in config["validation"].items() if k != "select_by"}
-    return {**opts, "clip": int(opts["clip"])}
+    return {**opts, "clip": int(opts["clip"]), "fiducial": as_json(opts["fiducial"])}
 
 
 def validation_tables(stage):

@@ -13,7 +13,7 @@ ORACLE_INFERENCE_KEYS = ("t_max", "t_exact", "n_strata", "n_noise", "noise_seed"
 
 
 rule posterior:
-    """Grid posterior of one test field from the selected checkpoint's variational bound."""
+    """Grid posterior of one field (inference.split) from the selected checkpoint's variational bound."""
     input:
         selection=f"{RUN}/validation/{config['inference']['stage']}/selected.json",
         data=f"{RUN}/data/prepared_{STAGE_DATA[config['inference']['stage']]}.h5",

@@ -3,6 +3,8 @@
 # lives in results/<run>/state/<stage>/, which no rule declares, so a retry after a time
 # limit or preemption resumes instead of starting over.
 
+import shlex
+
 
 rule pretrain:
     """Train the U-Net at prepare.low_resolution (64x64 in the paper)."""
@@ -36,11 +38,11 @@ rule pretrain:
 
 
 rule finetune:
-    """Fine-tune at data.resolution (256x256) from the pretraining checkpoint with the lowest
-    validation chi-squared (select_checkpoint)."""
+    """Fine-tune at data.resolution (256x256) from a pretraining checkpoint (finetune.init: the
+    one with the lowest validation statistic, select_checkpoint, or the last one)."""
     input:
         data=f"{RUN}/data/prepared_{NATIVE}.h5",
-        init=f"{RUN}/validation/pretrain/selected.json",
+        init=finetune_init()[0],
         script=script("train"),
     output:
         checkpoints=checkpoints("finetune"),
@@ -60,9 +62,12 @@ rule finetune:
     params:
         **train_params("finetune"),
         checkpoint_dir=lambda w, output: os.path.dirname(output.checkpoints[0]),
+        init=lambda w, input: " ".join(
+            [finetune_init()[1], *map(shlex.quote, input.init)]
+        ),
     shell:
         "{params.launcher} {input.script} --stage finetune --data {input.data:q} --norm-data {input.data:q}"
-        " --init-selection {input.init:q} --model {params.model:q} --diffusion {params.diffusion:q}"
+        " {params.init} --model {params.model:q} --diffusion {params.diffusion:q}"
         " --settings {params.settings:q} --checkpoint-dir {params.checkpoint_dir:q}"
         " --state-dir {params.state_dir:q} --metrics {output.metrics:q}"
         " --loss-figure {output.figure[0]:q} --threads {threads} 2> {log:q}"

@@ -35,6 +35,7 @@ def add_sampler_args(ap):
     ap.add_argument("--n-samples", type=int, required=True, help="generated maps per point")
     from cosmodiff.diffusion import DDIM_SPACINGS
     from cosmodiff.emulator import SAMPLERS
+    from cosmodiff.protocol import PRECISIONS, WEIGHTS
 
     ap.add_argument("--sampler", required=True, choices=SAMPLERS)
     ap.add_argument("--steps", type=int, required=True, help="ddim / dpm2m steps (network evaluations per map)")
@@ -42,5 +43,7 @@ def add_sampler_args(ap):
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--batch-size", type=int, required=True)
     ap.add_argument("--clip", type=int, choices=[0, 1], default=1, help="clamp x0_hat to the training range")
+    ap.add_argument("--weights", default="ema", choices=WEIGHTS, help="the checkpoint's EMA or raw weights")
+    ap.add_argument("--precision", default="bf16", choices=PRECISIONS, help="bf16 autocast or fp32 (TF32) on CUDA")
     ap.add_argument("--threads", type=int, default=0)
     return ap

@@ -31,8 +31,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     s = json.loads(args.settings)
     checkpoint = json.loads(args.selection.read_text())["checkpoint"]
-    emu = Emulator.from_checkpoint(checkpoint)
-    field, truth, sim, k = inference_field(args.data, args.field)
+    emu = Emulator.from_checkpoint(checkpoint, weights=s["weights"])
+    field, truth, sim, k = inference_field(args.data, args.field, split=s["split"])
     potential = inference.Potential.from_emulator(
         emu, field, **inference.potential_options(s, args.field), batch_size=s["batch_size"], dtype=torch.float32
     )
@@ -42,7 +42,7 @@ def main(argv=None):
     else:
         post = inference.grid_posterior(potential, *inference.grid_around(truth, s["half_width"], s["n_grid"]))
     seconds = time.perf_counter() - t0
-    row = {"field": args.field, "sim": sim, "map": k, "checkpoint": checkpoint, "estimator": s["estimator"],
+    row = {"field": args.field, "split": s["split"], "sim": sim, "map": k, "checkpoint": checkpoint, "estimator": s["estimator"],
            "scan": s["scan"], "seconds": seconds, **post.summary(truth=truth)}
     attrs = {"field": args.field, "sim": sim, "truth": list(truth), "checkpoint": checkpoint, "settings": s}
     if args.exact:

@@ -26,7 +26,7 @@ def main(argv=None):
 
         torch.set_num_threads(args.threads)
     checkpoint = json.loads(args.selection.read_text())["checkpoint"]
-    emu = Emulator.from_checkpoint(checkpoint)
+    emu = Emulator.from_checkpoint(checkpoint, weights=args.weights, precision=args.precision)
     sims = choose_points(args.data, args.n_points, args.seed, split="test")
     points = [tuple(simulation_maps(args.data, s, "test")[1]) for s in sims] + [tuple(p) for p in json.loads(args.points)]
     t0 = time.perf_counter()
@@ -37,6 +37,7 @@ def main(argv=None):
     write_samples(args.out, np.stack(maps), np.array(points), {
         "checkpoint": checkpoint, "sampler": args.sampler, "steps": args.steps, "spacing": args.spacing,
         "evaluations_per_map": emu.evaluations(args.sampler, args.steps), "seed": args.seed, "clip": args.clip,
+        "weights": args.weights, "precision": args.precision,
         "sims": [int(s) for s in sims] + [-1] * (len(points) - len(sims)), "seconds": dt,
     })
     log.info("%d points x %d maps in %.1f s (%.2f maps/s) from %s", len(points), args.n_samples, dt,

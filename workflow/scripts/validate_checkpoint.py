@@ -1,6 +1,7 @@
 """Chi-squared table of one checkpoint at the validation points (rule `validate_checkpoint`)."""
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ def main(argv=None):
     ap.add_argument("--checkpoint", required=True, type=Path)
     ap.add_argument("--data", required=True, type=Path, help="prepared .h5 at the checkpoint's resolution")
     _bootstrap.add_sampler_args(ap)
+    ap.add_argument("--fiducial", default="null", help="JSON: null or [Omega_m, sigma_8] whose nearest simulation is a point")
     ap.add_argument("--out", required=True, type=Path, help="table .csv")
     args = ap.parse_args(argv)
     log = _bootstrap.setup_logging()
@@ -23,8 +25,8 @@ def main(argv=None):
 
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    emu = Emulator.from_checkpoint(args.checkpoint)
-    sims = choose_points(args.data, args.n_points, args.seed)
+    emu = Emulator.from_checkpoint(args.checkpoint, weights=args.weights, precision=args.precision)
+    sims = choose_points(args.data, args.n_points, args.seed, fiducial=json.loads(args.fiducial))
     table = validate(emu, args.data, sims, args.n_samples, args.sampler, args.steps, args.seed, args.batch_size, clip=bool(args.clip), progress=True,
                      spacing=args.spacing)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -167,9 +167,13 @@ def pdf_text(pdf):
 
 
 @needs_tex
-@pytest.mark.parametrize("generator,flags", [("nbody", FLAGS_OFF), ("lognormal", FLAGS_ON)])
+@pytest.mark.parametrize("generator,flags", [("nbody", FLAGS_OFF), ("lognormal", FLAGS_ON), ("cmd", FLAGS_OFF)])
 def test_main_tex_builds_from_a_made_up_run(tmp_path, generator, flags):
-    config = smoke_config(**{"data.synthetic.generator": generator})
+    """The text follows the data (particle-mesh, lognormal with every optional rule, CMD)."""
+    if generator == "cmd":
+        config = smoke_config(**{"data.source": "download"})
+    else:
+        config = smoke_config(**{"data.synthetic.generator": generator})
     figures = ms.figure_list(config, **flags)
     fake_figures(tmp_path / "figures", figures)
     out = tmp_path / "paper"
@@ -187,4 +191,6 @@ def test_main_tex_builds_from_a_made_up_run(tmp_path, generator, flags):
     assert ("exact standard deviations" in text) == flags["exact"]
     assert ("The oracle check" in text) == flags["oracle"]
     assert ("particle-mesh" in text) == (generator == "nbody")
+    assert ("It is not the CAMELS result" in text) == (generator != "cmd")
+    assert ("IllustrisTNG Latin-hypercube" in text) == (generator == "cmd")
     assert ("Only 2 of 3 targets are met" in " ".join(text.split())) == flags["summary"]

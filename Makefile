@@ -3,6 +3,8 @@
 #   make test   - set up .venv and run the test suite
 #   make bench  - the likelihood bench (config/bench.yaml, ~1.5 h on 2 cores): is the network's
 #                 bound the likelihood? Run nothing else that uses torch beside it.
+# demo and test first install TeX Live for the paper's PDF (`make tex`: as root with apt-get;
+# elsewhere it says what to install, and the paper rule fails until it is there).
 # Variables: PYTHON (interpreter for the venv), CORES, TORCH (pip requirement of torch).
 
 PYTHON ?= python3
@@ -17,7 +19,7 @@ STAMP   = $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: demo test smoke bench setup clean lint
+.PHONY: demo test smoke bench setup clean lint tex
 
 setup: $(STAMP)
 
@@ -28,7 +30,22 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[workflow,test]"
 	touch $@
 
-demo: $(STAMP)
+# The TeX engine of the paper rule and poppler-utils (the paper tests read the PDF back).
+TEX_PACKAGES = latexmk texlive-latex-recommended texlive-fonts-recommended poppler-utils
+
+tex:
+	@if command -v latexmk >/dev/null && command -v pdftotext >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing TeX Live for the paper: apt-get install $(TEX_PACKAGES)"; \
+	  apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEX_PACKAGES) >/dev/null; \
+	else \
+	  echo "No TeX engine for the paper's PDF. Install: $(TEX_PACKAGES)" >&2; \
+	  echo "  (Debian/Ubuntu: sudo apt-get install $(TEX_PACKAGES)), or set paper.pdf: false" >&2; \
+	  echo "  in the config. Without it the paper rule fails with this message." >&2; \
+	fi
+
+demo: $(STAMP) tex
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --report results/demo/report.html
 	$(BIN)/python benchmarks/rule_times.py results/demo
@@ -42,7 +59,7 @@ bench: $(STAMP)
 smoke: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
-test: $(STAMP)
+test: $(STAMP) tex
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

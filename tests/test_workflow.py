@@ -3,6 +3,7 @@ through the `download` rule from a local HTTP server, local folders, reruns afte
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
 
 
-def snakemake(*args, cwd, check=True):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", MPLBACKEND="Agg")
+def snakemake(*args, cwd, check=True, path=None):
+    """Run snakemake with this interpreter; ``path``: the whole PATH (default: the venv's bin
+    first, then the caller's)."""
+    path = path or f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = dict(os.environ, PATH=path, MPLBACKEND="Agg")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(cwd), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and out.returncode:
@@ -123,11 +127,28 @@ def test_bad_config_stops_the_run_with_the_key_named(tmp_path):
     assert "config key 'data.resolution': 100 is not allowed; expected a power of two" in out.stdout + out.stderr
 
 
+def has_tex():
+    """A TeX engine and poppler-utils (the PDF's checks). Without them the smoke run builds the
+    paper's sources only (paper.pdf: false) and the PDF tests are skipped, unless
+    COSMODIFF_REQUIRE_TEX=1 makes that a failure (CI, where `make test` installs TeX)."""
+    from cosmodiff.manuscript import tex_engine
+
+    found = bool(tex_engine() and shutil.which("pdftotext") and shutil.which("pdfimages"))
+    if not found and os.environ.get("COSMODIFF_REQUIRE_TEX") == "1":
+        raise AssertionError("COSMODIFF_REQUIRE_TEX=1 but latexmk/pdflatex or poppler-utils is missing")
+    return found
+
+
+needs_tex = pytest.mark.skipif(not has_tex(), reason="no TeX engine or poppler-utils: install latexmk "
+                               "texlive-latex-recommended texlive-fonts-recommended poppler-utils (`make test` does, as root)")
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """The smoke config's data stage, for real (particle-mesh maps, 64^2 and 16^2)."""
+    """The whole smoke config for real (particle-mesh maps, 64^2 and 16^2), paper included."""
     wd = tmp_path_factory.mktemp("smoke")
-    snakemake("--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"), cwd=wd)
+    cfg = ROOT / "config/smoke.yaml" if has_tex() else write_config(wd / "smoke_notex.yaml", **{"paper.pdf": False})
+    snakemake("--cores", "2", "--configfile", str(cfg), cwd=wd)
     return wd
 
 
@@ -169,8 +190,6 @@ def test_smoke_training_stages(smoke_run):
 
 
 def test_smoke_emulation_and_paper(smoke_run):
-    import shutil
-
     run = smoke_run / "results/smoke"
     for stage, n in (("pretrain", 2), ("finetune", 2)):
         assert len(list((run / f"validation/{stage}").glob("ckpt_*.csv"))) == n
@@ -179,10 +198,11 @@ def test_smoke_emulation_and_paper(smoke_run):
     for name in ("maps", "power", "pdf", "peaks", "response"):
         assert (run / f"figures/emulation_{name}.png").stat().st_size > 1000
     numbers = (run / "paper/generated/numbers.tex").read_text()
-    assert "\\newcommand{\\ChiSamples}" in numbers and "\\newcommand{\\RunName}{smoke}" in numbers
-    assert "\\midrule" in (run / "paper/generated/chi2_table.tex").read_text()
-    if not (shutil.which("latexmk") or shutil.which("pdflatex")):
-        assert "no TeX engine" in (run / "paper/build.log").read_text()
+    assert "\\csname cd@val_chi2_samples\\endcsname" in numbers and "\\csname cd@run\\endcsname{smoke}" in numbers
+    assert "\\newif\\ifnbody\\nbodytrue" in numbers and "\\newif\\ifexact\\exactfalse" in numbers
+    for table in ("chi2", "checkpoints", "inference", "coverage"):
+        assert "\\midrule" in (run / f"paper/generated/{table}_table.tex").read_text(), table
+    assert not (run / "paper/generated/oracle_table.tex").exists()  # particle-mesh data: no oracle rule
 
 
 def test_smoke_inference(smoke_run):
@@ -236,7 +256,129 @@ def test_rerun_after_a_config_edit_touches_only_what_changed(smoke_run, tmp_path
     # one more inference field runs that field and the calibration, not the existing fields
     cfg = write_config(tmp_path / "edit5.yaml", **{"inference.n_fields": 3})
     jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
-    assert {k: v for k, v in jobs.items() if k != "all"} == {"posterior": 1, "calibration": 1}, jobs
+    assert {k: v for k, v in jobs.items() if k != "all"} == {"posterior": 1, "calibration": 1, "paper": 1}, jobs
+
+
+def pdf_text(pdf):
+    """The PDF's text, whitespace collapsed (table rows keep their cell order)."""
+    out = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    return " ".join(out.split())
+
+
+def pdf_images(pdf):
+    """Raster images in a PDF (`pdfimages -list`; an alpha channel is listed apart as an smask)."""
+    out = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+    return sum(line.split()[2] == "image" for line in out.splitlines()[2:])
+
+
+def as_text(value):
+    """How cosmodiff.manuscript.fmt prints a number, as pdftotext reads it back."""
+    from cosmodiff.manuscript import fmt
+
+    return fmt(value).replace("{,}", ",").strip("$").split("\\times")[0]
+
+
+NO_OPTIONAL_RULES = {"exact": False, "oracle": False, "diagnostic": False, "summary": False}
+
+
+@needs_tex
+def test_smoke_paper_has_every_figure_the_generated_numbers_and_the_commit(smoke_run):
+    """The smoke run's PDF: 6-10 pages, one image per figure of cosmodiff.manuscript.figure_list
+    (13 on particle-mesh data), each with its provenance line; the chi-squared and coverage
+    numbers of the run's result files; the workflow's commit on the title page."""
+    import pandas as pd
+
+    from cosmodiff import manuscript as ms
+
+    run = smoke_run / "results/smoke"
+    pdf = run / "paper/main.pdf"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = int(next(line.split()[1] for line in info.splitlines() if line.startswith("Pages:")))
+    assert 6 <= pages <= 10, pages
+    figures = ms.figure_list(yaml.safe_load((ROOT / "config/smoke.yaml").read_text()), **NO_OPTIONAL_RULES)
+    assert pdf_images(pdf) == len(figures) == 13
+    text = pdf_text(pdf)
+    for f in figures:
+        assert f"made by rule {f['rule']}" in text and f["hash"] in text, f
+    # the chi-squared table's mean row: the selected fine-tuned checkpoint's validation table
+    sel = json.loads((run / "validation/finetune/selected.json").read_text())
+    table = pd.read_csv(run / "validation/finetune" / Path(sel["checkpoint"]).with_suffix(".csv").name)
+    means = " ".join(as_text(table[c].mean()) for c in ("chi2_samples", "chi2_sims", "chi2_log_samples", "chi2_log_sims"))
+    assert f"mean {means}" in text, means
+    # the coverage table: fraction of truths in the 68% and 95% intervals, mean z
+    cov = json.loads((run / "inference/coverage.json").read_text())
+    for p, sym in (("omega_m", "Ωm"), ("sigma_8", "σ8")):
+        row = f"{sym} {as_text(cov[p + '_coverage68'])} {as_text(cov[p + '_coverage95'])} {cov[p + '_mean_z']:+.2f}"
+        assert row in text, row
+    git = ms.git_state(ROOT)
+    if git["commit"]:
+        assert git["commit"] in text and ("dirty" in text) == git["dirty"]
+    assert "particle-mesh" in text and "No exact likelihood exists" in text  # the text follows the data
+
+
+@needs_tex
+def test_a_config_edit_rebuilds_the_paper_with_the_new_hash(smoke_run, tmp_path):
+    """A figure setting reruns its rule and the paper, nothing else; the PDF then carries the
+    figures' new config hash, and the untouched figures keep theirs."""
+    from cosmodiff import manuscript as ms
+
+    wd = tmp_path / "run"
+    shutil.copytree(smoke_run, wd, symlinks=True)  # keeps mtimes and .snakemake's records
+    pdf = wd / "results/smoke/paper/main.pdf"
+    before = pdf.stat().st_mtime_ns
+    cfg = write_config(tmp_path / "edit.yaml", **{"figures.gallery_columns": 4})
+    jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=wd))
+    assert set(jobs) - {"all"} == {"plot_data", "paper"}, jobs
+    snakemake("--cores", "2", "--configfile", str(cfg), cwd=wd)
+    assert pdf.stat().st_mtime_ns > before
+    old = {f["name"]: f["hash"] for f in ms.figure_list(yaml.safe_load((ROOT / "config/smoke.yaml").read_text()), **NO_OPTIONAL_RULES)}
+    new = {f["name"]: f["hash"] for f in ms.figure_list(yaml.safe_load(cfg.read_text()), **NO_OPTIONAL_RULES)}
+    assert {n for n in old if old[n] != new[n]} == {"data_gallery", "data_power_spectra"}
+    text = pdf_text(pdf)
+    assert new["data_gallery"] in text and old["data_gallery"] not in text
+    assert old["emulation_maps"] in text and old["inference_posteriors"] in text
+    out = snakemake("-n", "--configfile", str(cfg), cwd=wd)
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def _path_without(tmp_path, names):
+    """A PATH of one folder linking every program of this PATH but ``names``."""
+    farm = tmp_path / "bin"
+    farm.mkdir()
+    for d in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for exe in Path(d).iterdir():
+            if exe.name not in names and not (farm / exe.name).exists():
+                (farm / exe.name).symlink_to(exe)
+    return str(farm)
+
+
+@needs_tex
+def test_without_tex_the_paper_fails_saying_what_to_install_unless_the_pdf_is_off(smoke_run, tmp_path):
+    wd = tmp_path / "run"
+    shutil.copytree(smoke_run, wd, symlinks=True)
+    path = _path_without(tmp_path, {"latexmk", "pdflatex"})
+    out = snakemake("--cores", "1", "-R", "paper", "--configfile", str(ROOT / "config/smoke.yaml"), cwd=wd, check=False, path=path)
+    assert out.returncode != 0
+    assert "apt-get install latexmk texlive-latex-recommended" in out.stderr, out.stderr[-3000:]
+    cfg = write_config(tmp_path / "nopdf.yaml", **{"paper.pdf": False})  # asked for explicitly: the sources only
+    snakemake("--cores", "1", "--configfile", str(cfg), cwd=wd, path=path)
+    assert "no PDF" in (wd / "results/smoke/paper/build.log").read_text()
+
+
+def test_rules_run_with_the_interpreter_of_snakemake_not_the_first_python_on_path(tmp_path):
+    """`.venv/bin/snakemake` with no venv activated: a `python` (or `torchrun`) first on PATH that
+    is not Snakemake's must not be the one the rules call."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for name in ("python", "torchrun"):
+        (fake / name).write_text("#!/bin/sh\necho 'not the interpreter running snakemake' >&2\nexit 97\n")
+        (fake / name).chmod(0o755)
+    path = os.pathsep.join([str(fake), "/usr/local/bin", "/usr/bin", "/bin"])
+    out = snakemake("results/smoke/data/raw/synthetic.json", "--cores", "1", "--configfile", str(ROOT / "config/smoke.yaml"),
+                    cwd=tmp_path / "wd", path=path)
+    assert (tmp_path / "wd/results/smoke/data/raw/synthetic.json").exists(), out.stderr[-2000:]
 
 
 # One output of each kind of job of the smoke run. Snakemake deletes a job's declared outputs

@@ -1,10 +1,12 @@
 # Shared set-up: config validation, paths, and the script runner.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from cosmodiff import camels  # noqa: E402
@@ -22,6 +24,19 @@ NATIVE = config["data"]["resolution"]
 LOW = config["prepare"]["low_resolution"]
 RESOLUTIONS = [NATIVE, LOW]
 SOURCE = config["data"]["source"]
+
+# Rules call `python` (and `torchrun`): that of the interpreter running Snakemake, so a plain
+# `.venv/bin/snakemake` works without activating the venv. Where Snakemake deploys conda envs
+# or containers, theirs (the prefix would come after their activation and override it).
+if not (
+    workflow.deployment_settings.deployment_method
+    & {DeploymentMethod.CONDA, DeploymentMethod.APPTAINER}
+):
+    _bin = shlex.quote(os.path.dirname(sys.executable))
+    _py = shlex.quote(sys.executable)
+    shell.prefix(
+        f'set -euo pipefail; export PATH={_bin}:"$PATH"; python() {{{{ {_py} "$@"; }}}}; '
+    )
 
 if SOURCE == "local":
     RAW = str(Path(config["data"]["local_dir"]).expanduser())

@@ -1,15 +1,15 @@
-"""Generated includes of the manuscript and, where a TeX engine exists, its PDF (rule `paper`).
+"""The paper from a run's results (rule `paper`): generated includes and the PDF.
 
-Writes <outdir>/generated/numbers.tex (macros for every number in the text) and
-chi2_table.tex from the workflow's results, copies paper/main.tex beside them, and runs
-latexmk (or pdflatex twice) when one is installed; otherwise it says so in the build log.
+Writes <outdir>/generated/ (numbers.tex: every number and switch of the text; provenance.tex:
+the line under each figure and the commit; one .tex per table), copies paper/main.tex beside
+them and, unless the config says paper.pdf: false, builds main.pdf with latexmk or pdflatex.
+Without a TeX engine it fails with a message saying what to install.
 """
 
 import argparse
-import datetime
 import json
+import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import _bootstrap
@@ -17,95 +17,82 @@ import h5py
 import pandas as pd
 
 
-def tex_escape(s):
-    return str(s).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+def _iteration(path):
+    return int(re.search(r"(\d+)\D*$", Path(path).stem).group(1))
 
 
-def macros(values):
-    return "".join(f"\\newcommand{{\\{k}}}{{{v}}}\n" for k, v in values.items())
+def _data_counts(path):
+    """split -> (maps, simulations), and the normalisation (min, max) of a prepared file."""
+    with h5py.File(path, "r") as f:
+        counts = {s: (len(f[s]["sim"]), len(set(f[s]["sim"][:].tolist()))) for s in ("train", "val", "test")}
+        return counts, (float(f.attrs["norm_min"]), float(f.attrs["norm_max"]))
+
+
+def _n_parameters(checkpoint):
+    from cosmodiff.train import load_checkpoint
+    from cosmodiff.unet import UNet, count_parameters
+
+    return count_parameters(UNet.from_config(load_checkpoint(checkpoint)["model_config"]))
+
+
+def read_results(args):
+    """The run's results as cosmodiff.manuscript.write_sources takes them."""
+    selections = {s: json.loads(p.read_text()) for s, p in zip(("pretrain", "finetune"), args.selections)}
+    tables = {_iteration(p): p for p in args.validation}
+    counts, norm = _data_counts(args.data)
+    with h5py.File(args.samples, "r") as f:
+        sampling_attrs = dict(f.attrs)
+    return {
+        "counts": counts, "norm": norm, "selections": selections,
+        "summaries": {s: pd.read_csv(p) for s, p in zip(("pretrain", "finetune"), args.summaries)},
+        "table": pd.read_csv(tables[selections["finetune"]["iteration"]]),
+        "statistics": pd.read_csv(args.statistics), "sampling_attrs": sampling_attrs,
+        "inference": pd.read_csv(args.inference_summary).sort_values("field"),
+        "coverage": json.loads(args.coverage.read_text()),
+        "oracle": pd.read_csv(args.oracle) if args.oracle else None,
+        "targets": pd.read_csv(args.targets) if args.targets else None,
+        "n_params": _n_parameters(selections["finetune"]["checkpoint"]),
+    }
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--main", required=True, type=Path, help="paper/main.tex")
     ap.add_argument("--data", required=True, type=Path, help="prepared .h5 at the native resolution")
-    ap.add_argument("--pretrain-selection", required=True, type=Path)
-    ap.add_argument("--finetune-selection", required=True, type=Path)
-    ap.add_argument("--samples", required=True, type=Path)
-    ap.add_argument("--settings", required=True, help="JSON: run, data description, iterations")
+    ap.add_argument("--selections", required=True, nargs=2, type=Path, help="selected.json of pretrain, finetune")
+    ap.add_argument("--summaries", required=True, nargs=2, type=Path, help="summary.csv of pretrain, finetune")
+    ap.add_argument("--validation", required=True, nargs="+", type=Path, help="the fine-tuned checkpoints' tables")
+    ap.add_argument("--statistics", required=True, type=Path, help="plot_emulation's per-point table")
+    ap.add_argument("--samples", required=True, type=Path, help="sample's .h5 (sampler attributes)")
+    ap.add_argument("--inference-summary", required=True, type=Path, help="calibration's summary.csv")
+    ap.add_argument("--coverage", required=True, type=Path, help="calibration's coverage.json")
+    ap.add_argument("--oracle", type=Path, default=None, help="oracle.csv, where the rule runs")
+    ap.add_argument("--targets", type=Path, default=None, help="targets.csv, where likelihood_summary runs")
+    ap.add_argument("--config", required=True, help="the run's config as JSON")
+    ap.add_argument("--flags", required=True, help="JSON: exact, oracle, diagnostic, summary (the rules' switches)")
+    ap.add_argument("--figures", required=True, help="JSON: cosmodiff.manuscript.figure_list")
+    ap.add_argument("--git", required=True, help="JSON: cosmodiff.manuscript.git_state of the workflow")
+    ap.add_argument("--pdf", type=int, choices=[0, 1], required=True, help="1: build main.pdf (config paper.pdf)")
     ap.add_argument("--outdir", required=True, type=Path)
     ap.add_argument("--build-log", required=True, type=Path)
-    ap.add_argument("--pdf", type=Path, default=None, help="expected PDF (only when a TeX engine exists)")
     args = ap.parse_args(argv)
     log = _bootstrap.setup_logging()
-    from cosmodiff.emulator import read_samples
-    from cosmodiff.train import load_checkpoint
-    from cosmodiff.unet import UNet, count_parameters
+    from cosmodiff import manuscript
 
-    s = json.loads(args.settings)
-    pre = json.loads(args.pretrain_selection.read_text())
-    fin = json.loads(args.finetune_selection.read_text())
-    table = pd.read_csv(Path(fin["checkpoint"].replace("/models/", "/validation/")).with_suffix(".csv"))
-    ckpt = load_checkpoint(fin["checkpoint"])
-    n_params = count_parameters(UNet.from_config(ckpt["model_config"]))
-    with h5py.File(args.data, "r") as f:
-        n_maps = sum(len(f[k]["sim"]) for k in ("train", "val", "test"))
-    _, _, sattrs = read_samples(args.samples, log10=True)
-    gen = args.outdir / "generated"
-    gen.mkdir(parents=True, exist_ok=True)
-    (gen / "numbers.tex").write_text(macros({
-        "RunName": tex_escape(s["run"]),
-        "BuildDate": datetime.date.today().isoformat(),
-        "DataDescription": tex_escape(s["data"]),
-        "NMaps": f"{n_maps:,}".replace(",", "{,}"),
-        "NSims": n_maps // 15,
-        "NativeResolution": ckpt["resolution"],
-        "LowResolution": s["low_resolution"],
-        "NParameters": f"{n_params:,}".replace(",", "{,}"),
-        "PretrainIterations": s["pretrain_iterations"],
-        "FinetuneIterations": s["finetune_iterations"],
-        "PretrainSelected": pre["iteration"],
-        "FinetuneSelected": fin["iteration"],
-        "ChiSamples": f"{table.chi2_samples.mean():.3g}",
-        "ChiSims": f"{table.chi2_sims.mean():.3g}",
-        "ChiLogSamples": f"{table.chi2_log_samples.mean():.3g}",
-        "ChiLogSims": f"{table.chi2_log_sims.mean():.3g}",
-        "SelectBy": tex_escape(fin.get("select_by", "chi2")),
-        "NValidationPoints": len(table),
-        "SamplerName": tex_escape(sattrs["sampler"]),
-        "SamplerEvaluations": int(sattrs["evaluations_per_map"]),
-    }))
-    rows = "".join(
-        f"{r.sim} & {r.omega_m:.3f} & {r.sigma_8:.3f} & {r.chi2_samples:.3g} & {r.chi2_sims:.3g} & "
-        f"{r.chi2_log_samples:.3g} & {r.chi2_log_sims:.3g} & {r.density_z:+.2f} \\\\\n"
-        for r in table.itertuples()
-    )
-    (gen / "chi2_table.tex").write_text(
-        "\\begin{tabular}{rrrrrrrr}\n\\toprule\n& & & \\multicolumn{2}{c}{$\\Sigma/\\bar\\Sigma - 1$} & "
-        "\\multicolumn{2}{c}{$\\log_{10}\\Sigma$} & \\\\\nsimulation & $\\Omega_m$ & $\\sigma_8$ & $\\chi^2_{\\rm samples}$ & "
-        "$\\chi^2_{\\rm sims}$ & $\\chi^2_{\\rm samples}$ & $\\chi^2_{\\rm sims}$ & $z_\\rho$ \\\\\n\\midrule\n" + rows
-        + f"\\midrule\nmean & & & {table.chi2_samples.mean():.3g} & {table.chi2_sims.mean():.3g} & "
-        f"{table.chi2_log_samples.mean():.3g} & {table.chi2_log_sims.mean():.3g} & \\\\\n\\bottomrule\n\\end{{tabular}}\n"
-    )
+    switches = manuscript.write_sources(args.outdir, json.loads(args.config), json.loads(args.flags), json.loads(args.figures),
+                                        json.loads(args.git), read_results(args))
+    log.info("wrote %s, switches %s", args.outdir / "generated", switches)
     shutil.copyfile(args.main, args.outdir / "main.tex")
-    engine = shutil.which("latexmk") or shutil.which("pdflatex")
-    if engine is None:
-        msg = ("no TeX engine (latexmk or pdflatex) on PATH: wrote the sources and generated includes to "
-               f"{args.outdir}, skipped the PDF. Install TeX Live and rerun `snakemake paper` to build it.")
-        log.warning(msg)
-        args.build_log.write_text(msg + "\n")
+    if not args.pdf:
+        args.build_log.write_text("paper.pdf: false in the config: wrote the TeX sources, no PDF\n")
         return 0
-    cmd = [engine, "-pdf", "-interaction=nonstopmode", "main.tex"] if engine.endswith("latexmk") else [engine, "-interaction=nonstopmode", "main.tex"]
-    out = ""
-    for _ in range(1 if engine.endswith("latexmk") else 2):
-        done = subprocess.run(cmd, cwd=args.outdir, capture_output=True, text=True)
-        out += done.stdout[-5000:]
-    args.build_log.write_text(out)
-    if done.returncode or not (args.outdir / "main.pdf").exists():
-        log.error("TeX failed; see %s", args.build_log)
+    try:
+        out = manuscript.build_pdf(args.outdir)
+    except (manuscript.TexMissing, RuntimeError) as err:
+        args.build_log.write_text(f"{err}\n")
+        log.error("%s", err)
         return 1
-    if args.pdf and args.pdf != args.outdir / "main.pdf":
-        shutil.copyfile(args.outdir / "main.pdf", args.pdf)
+    args.build_log.write_text(out)
     log.info("built %s", args.outdir / "main.pdf")
     return 0
 

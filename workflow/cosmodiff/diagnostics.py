@@ -86,30 +86,6 @@ def posterior_metrics(
     return out
 
 
-def own_error_metrics(
-    score,              # diagnose_field's ``score`` rows of several fields (pandas DataFrame with a ``field`` column).
-):
-    """The network's own error, apart from the estimator's noise: per field and parameter
-    the posterior shift (exact sigmas) that all bands of t cause together (the network's
-    score minus the oracle's on the same noise, times the exact sigma) and the width ratio
-    sqrt(oracle curvature / network curvature); over fields the median and largest |shift|
-    and the median width ratio, named as in :data:`TARGETS`, with pass flags."""
-    per = score.groupby(["field", "param"]).agg(
-        shift=("shift_sigma", "sum"), curv_n=("curv_network", "sum"), curv_o=("curv_oracle", "sum"))
-    per["width"] = np.sqrt(per["curv_o"] / per["curv_n"].where(per["curv_n"] > 0))
-    out = {"n": int(score["field"].nunique())}
-    ranges = {name: rng for name, _, rng in TARGETS}
-    for p in PARAMS:
-        d = per.xs(p, level="param")
-        values = {"median_abs_shift": d["shift"].abs().median(), "max_abs_shift": d["shift"].abs().max(),
-                  "median_width": d["width"].median()}
-        for name, v in values.items():
-            lo, hi = ranges[name]
-            out[f"{p}_{name}"] = float(v)
-            out[f"{p}_{name}_pass"] = bool(lo <= v <= hi)
-    return out
-
-
 def emulation_metrics(
     validation,         # A validation table (pandas DataFrame, one row per validation point).
     chi2_factor = 1.3,  # chi2_log of samples may be at most this times the simulations' leave-one-out value.
@@ -279,7 +255,9 @@ def diagnose_field(
     u = exact_potential(pts)
     exact_curv = np.array([(u[1 + 2 * i] - 2 * u[0] + u[2 + 2 * i]) / step**2 for i in range(2)])
     exact_grad = np.array([(u[1 + 2 * i] - u[2 + 2 * i]) / (2 * step) for i in range(2)])
-    sigma = 1.0 / np.sqrt(np.maximum(exact_curv, 1e-300))
+    # the exact sigma from the local curvature; NaN where the exact -log p is not convex there
+    # (a truth at a prior edge can sit on a flat or curving-down likelihood)
+    sigma = np.where(exact_curv > 0, 1.0 / np.sqrt(np.abs(exact_curv)), np.nan)
     labels, g_net = band_table(net["timesteps"], net["grad"])
     _, g_orc = band_table(orc["timesteps"], orc["grad"])
     _, c_net = band_table(net["timesteps"], net["curv"])
@@ -329,7 +307,6 @@ __all__ = [
     "diagnose_field",
     "emulation_metrics",
     "excess_by_scale",
-    "own_error_metrics",
     "posterior_metrics",
     "scan_against_exact",
     "score_by_timestep",

@@ -545,10 +545,12 @@ def likelihood_diagnostic(score, excess):
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.3]})
     bands = list(dict.fromkeys(score["t_band"]))
     x = np.arange(len(bands))
+    usable = score[score["exact_curv"] > 0]  # a field whose exact -log p is not convex at its truth has no sigma
     for j, p in enumerate(("omega_m", "sigma_8")):
-        g = score[score["param"] == p].groupby("t_band", sort=False)["shift_sigma"]
+        g = usable[usable["param"] == p].groupby("t_band", sort=False)["shift_sigma"]
         mean, sd = g.mean().reindex(bands), g.std().reindex(bands).fillna(0)
-        a0.bar(x + (j - 0.5) * 0.38, mean, 0.38, yerr=sd, capsize=2, label=LABELS[p])
+        n = usable.loc[usable["param"] == p, "field"].nunique()
+        a0.bar(x + (j - 0.5) * 0.38, mean, 0.38, yerr=sd, capsize=2, label=f"{LABELS[p]} ({n} fields)")
     a0.axhline(0, color="k", lw=0.6)
     a0.set(xticks=x, xlabel="band of t", ylabel="posterior shift it causes [exact $\\sigma$]",
            title="network - oracle score, by timestep")
@@ -576,7 +578,12 @@ def likelihood_convergence(conv, targets, oracle=None):
     _style()
     panels = [(name, desc, rng) for name, desc, rng in targets] + [
         ("worst_chi2_log_ratio", "worst chi2_log samples / simulations", (0.0, 1.3))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2), sharex=True)
+    ncol = 4
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.0 * nrow), sharex=True, squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     for ax, (name, desc, (lo, hi)) in zip(axes, panels):
         ax.axhspan(lo, hi, color="tab:green", alpha=0.12, lw=0)
         cols = [f"{p}_{name}" for p in ("omega_m", "sigma_8")] if name != "worst_chi2_log_ratio" else [name]
@@ -586,8 +593,8 @@ def likelihood_convergence(conv, targets, oracle=None):
             if oracle is not None and c in oracle:
                 ax.axhline(oracle[c], color=color, ls="--", lw=0.8)
         ax.set(title=desc, xlabel="iteration")
-        ax.title.set_fontsize(8)
-        if name in ("max_abs_shift", "worst_chi2_log_ratio"):
+        ax.title.set_fontsize(9)
+        if name == "max_abs_shift":
             ax.set_yscale("log")
     axes[0].legend(frameon=False, fontsize=7)
     fig.tight_layout()

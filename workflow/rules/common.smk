@@ -137,3 +137,8 @@ def validation_tables(stage):
         f"{RUN}/validation/{stage}/{os.path.basename(c).replace('.pt', '.csv')}"
         for c in checkpoints(stage)
     ]
+
+
+def exact_posteriors(n):
+    """The posterior rule's exact posteriors of test fields 0..n-1 (lognormal data)."""
+    return [f"{RUN}/inference/field_{i}_exact.h5" for i in range(n)]

@@ -11,10 +11,6 @@ INF_SELECTION = f"{RUN}/validation/{INF_STAGE}/selected.json"
 SCAN_SETTINGS = as_json({k: v for k, v in config["inference"].items() if k != "n_fields"})
 
 
-def exact_posteriors(n):
-    return [f"{RUN}/inference/field_{i}_exact.h5" for i in range(n)]
-
-
 DIAGNOSTIC = bool(EXACT) and DIAG["n_fields"] > 0
 SUMMARY = bool(EXACT) and DIAG["convergence_fields"] > 0 and DIAG["oracle_fields"] > 0
 
@@ -124,7 +120,6 @@ if SUMMARY:
                 for c in checkpoints(INF_STAGE)
             ],
             validation=validation_tables(INF_STAGE),
-            diagnostic=rules.likelihood_diagnostic.output.score if DIAGNOSTIC else [],
             script=script("likelihood_summary"),
         output:
             targets=f"{RUN}/inference/targets.csv",
@@ -136,13 +131,10 @@ if SUMMARY:
             f"{RUN}/benchmarks/likelihood_summary.tsv"
         conda:
             "../../envs/analysis.yaml"
-        params:
-            diagnostic=lambda w, input: f" --diagnostic {input.diagnostic}" if DIAGNOSTIC else "",
         shell:
             "python {input.script} --network {input.network:q} --oracle {input.oracle:q}"
             " --selection {input.selection:q} --convergence {input.convergence:q}"
             " --validation {input.validation:q} --targets {output.targets:q} --table {output.table:q}"
-            "{params.diagnostic}"
             " --figure {output.figure[0]:q} 2> {log:q}"
 
 

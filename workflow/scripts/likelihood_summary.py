@@ -21,7 +21,6 @@ def main(argv=None):
     ap.add_argument("--network", required=True, type=Path, help="calibration's summary.csv (selected checkpoint)")
     ap.add_argument("--oracle", required=True, type=Path, help="oracle_scan's .csv (exact denoiser, same settings)")
     ap.add_argument("--selection", required=True, type=Path, help="select_checkpoint's .json")
-    ap.add_argument("--diagnostic", type=Path, help="likelihood_diagnostic's score .csv: the network's own error")
     ap.add_argument("--convergence", required=True, nargs="+", type=Path, help="convergence_scan's ckpt_<it>.csv")
     ap.add_argument("--validation", required=True, nargs="+", type=Path, help="validate_checkpoint's ckpt_<it>.csv")
     ap.add_argument("--targets", required=True, type=Path, help="output .csv: a row per target and parameter")
@@ -30,19 +29,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     log = _bootstrap.setup_logging()
     from cosmodiff import plots
-    from cosmodiff.diagnostics import TARGETS, emulation_metrics, own_error_metrics, posterior_metrics
+    from cosmodiff.diagnostics import TARGETS, emulation_metrics, posterior_metrics
 
     validation = {_iteration(p): pd.read_csv(p) for p in args.validation}
     selected = _iteration(json.loads(args.selection.read_text())["checkpoint"])
     network = posterior_metrics(pd.read_csv(args.network).to_dict("records"))
     oracle = posterior_metrics(pd.read_csv(args.oracle).to_dict("records"))
     emulation = emulation_metrics(validation[selected])
-    own = own_error_metrics(pd.read_csv(args.diagnostic)) if args.diagnostic else {}
     rows = [
         {"target": desc, "param": p, "low": lo, "high": hi, "network": network[f"{p}_{name}"],
          "network_pass": network[f"{p}_{name}_pass"], "exact_denoiser": oracle[f"{p}_{name}"],
-         "network_own_error": own.get(f"{p}_{name}"), "fields": network["n"], "oracle_fields": oracle["n"],
-         "own_error_fields": own.get("n")}
+         "fields": network["n"], "oracle_fields": oracle["n"]}
         for name, desc, (lo, hi) in TARGETS for p in ("omega_m", "sigma_8")
     ]
     rows.append({"target": "worst chi2_log samples / simulations", "param": "field", "low": 0.0, "high": 1.3,

@@ -4,7 +4,6 @@ the paper-size network at 256^2 on a CPU."""
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

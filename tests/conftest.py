@@ -8,6 +8,22 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def smoke_config(**changes):
+    """config/smoke.yaml as a dict, with nested changes given as dotted keys."""
+    config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    for dotted, value in changes.items():
+        node = config
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return config
 
 # --------------------------------------------------------------------------------------------
 # a small local HTTP server with Range support, 404s and a one-time connection drop.

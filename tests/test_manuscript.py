@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from conftest import smoke_config
 
 from cosmodiff import manuscript as ms
 
@@ -21,17 +21,6 @@ FLAGS_ON = {"exact": True, "oracle": True, "diagnostic": True, "summary": True}
 needs_tex = pytest.mark.skipif(
     not (ms.tex_engine() and shutil.which("pdftotext")), reason=f"no TeX or poppler-utils: install {ms.TEX_PACKAGES} poppler-utils"
 )
-
-
-def smoke_config(**changes):
-    config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
-    for dotted, value in changes.items():
-        node = config
-        *parents, last = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    return config
 
 
 def test_numbers_are_formatted_for_tex():

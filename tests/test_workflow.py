@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import smoke_config
 
 from cosmodiff import camels, synthetic
 
@@ -33,14 +34,7 @@ def snakemake(*args, cwd, check=True, path=None):
 
 def write_config(path, **changes):
     """A copy of config/smoke.yaml with nested changes given as dotted keys."""
-    config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
-    for dotted, value in changes.items():
-        node = config
-        *parents, last = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(smoke_config(**changes)))
     return path
 
 

@@ -406,7 +406,7 @@ def test_plain_rerun_plans_a_killed_job(smoke_run, tmp_path, rule):
     finally:
         kept.rename(lost)
     assert "Nothing to be done" not in out.stdout + out.stderr
-    assert planned_jobs(out).get(rule) == 1, out.stdout[-3000:]
+    assert planned_jobs(out).get(rule, 0) >= 1, out.stdout[-3000:]  # with what depends on it
 
 
 def test_plain_rerun_rebuilds_the_samples_of_a_killed_sample_job(smoke_run):

@@ -455,7 +455,6 @@ def test_oracle_rule_checks_the_bound_against_the_exact_posterior(tmp_path):
     assert (run / "figures/inference_oracle.pdf").exists()
 
 
-@pytest.mark.slow
 def test_likelihood_diagnostics_on_a_tiny_lognormal_run(tmp_path):
     """The diagnose target end to end on a smoke-sized lognormal run: a (barely trained)
     network against the exact posterior and the exact denoiser. Checks the tables' shapes

@@ -15,6 +15,7 @@ grid point, timestep and noise draw (:func:`evaluations_per_theta`).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -110,18 +111,27 @@ def slurm_minutes(seconds, margin=SAFETY, step=RUNTIME_STEP, cap=MAX_RUNTIME):
 
 
 def forward_flops(model_config, resolution, batch=1):
-    """FLOPs of one forward pass of the network on ``batch`` maps (counted on the meta
-    device: no memory, no arithmetic)."""
+    """FLOPs of one forward pass of the network on ``batch`` maps, counted by
+    FlopCounterMode on one real CPU pass (the meta device cannot run the network's input
+    checks); cached per (config, resolution, batch)."""
+    import json
+
+    return _forward_flops(json.dumps(dict(model_config), sort_keys=True), int(resolution), int(batch))
+
+
+@functools.lru_cache(maxsize=32)
+def _forward_flops(model_json, resolution, batch):
+    import json
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from .unet import UNet
 
-    with torch.device("meta"):
-        model = UNet.from_config(model_config)
-        x = torch.empty(batch, model.in_channels, resolution, resolution)
-        t = torch.zeros(batch, dtype=torch.long)
-        p = torch.full((batch, model.n_params), 0.5)
+    model = UNet.from_config(json.loads(model_json)).eval()
+    x = torch.zeros(batch, model.in_channels, resolution, resolution)
+    t = torch.zeros(batch, dtype=torch.long)
+    p = torch.full((batch, model.n_params), 0.5)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, t, p)
     return counter.get_total_flops()

@@ -8,7 +8,9 @@ INF_STAGE = config["inference"]["stage"]
 INF_DATA = f"{RUN}/data/prepared_{STAGE_DATA[INF_STAGE]}.h5"
 INF_SELECTION = f"{RUN}/validation/{INF_STAGE}/selected.json"
 # the scans use every inference setting but n_fields, as the posterior rule does
-SCAN_SETTINGS = as_json({k: v for k, v in config["inference"].items() if k != "n_fields"})
+SCAN_SETTINGS = as_json(
+    {k: v for k, v in config["inference"].items() if k != "n_fields"}
+)
 
 
 DIAGNOSTIC = bool(EXACT) and DIAG["n_fields"] > 0

@@ -126,7 +126,7 @@ def scan_against_exact(
     for i, path in enumerate(tqdm(exact_paths, desc="fields", disable=not progress)):
         field, truth, sim, _ = inference_field(data, i)
         potential = inference.Potential(model, diffusion, field, normalisation, batch_size=settings["batch_size"],
-                                        dtype=_dtype(model), **inference.potential_options(settings, i))
+                                        **inference.potential_options(settings, i))
         t0 = time.perf_counter()
         post = inference.scan_field(potential, settings, truth)
         vs = inference.compare(post, inference.GridPosterior.from_hdf5(path)[0])
@@ -192,7 +192,9 @@ def excess_by_scale(
     band = torch.from_numpy(_k_bands(n, box_size) + 1)  # 0: DC
     nb = len(K_EDGES)
     w = diffusion.posterior_mean_coef1**2 / (2 * diffusion.model_variance)
-    wdtype = _dtype(model)
+    from .inference import _default_device_dtype
+
+    wdtype = _default_device_dtype(model, None, None)[1]  # the network's own dtype (float64 for the oracle)
     excess, floor = np.zeros((len(ts), nb)), np.zeros((len(ts), nb))
     cond = torch.tensor(np.asarray(theta, np.float64).reshape(1, 2))
     for lo in range(0, len(ts), batch_size):
@@ -213,14 +215,6 @@ def excess_by_scale(
     kf = 2 * np.pi / box_size
     return {"timesteps": ts, "excess": excess, "oracle": floor,
             "k_edges": np.array([0.0, *(kf * e for e in K_EDGES)])}
-
-
-def _dtype(model):
-    """The dtype a network computes in (its first parameter's; float64 for a parameter-free
-    model such as the oracle)."""
-    for p in model.parameters() if isinstance(model, torch.nn.Module) else ():
-        return p.dtype
-    return torch.float64
 
 
 def diagnose_field(
@@ -248,7 +242,7 @@ def diagnose_field(
     hi = np.array([PRIOR[p][1] for p in PARAMS]) - step
     truth = np.clip(np.asarray(truth, np.float64), lo, hi)
     kw = dict(estimator="exact", noise_seed=noise_seed, batch_size=batch_size)
-    net = score_by_timestep(Potential(model, diffusion, field_log10, normalisation, dtype=_dtype(model), **kw), truth, step)
+    net = score_by_timestep(Potential(model, diffusion, field_log10, normalisation, **kw), truth, step)
     orc = score_by_timestep(Potential(oracle, diffusion, field_log10, normalisation, **kw), truth, step)
     t0 = np.asarray(truth, np.float64)
     pts = np.array([t0] + [t0 + s * step * np.eye(2)[i] for i in range(2) for s in (1.0, -1.0)])

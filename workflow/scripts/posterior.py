@@ -37,10 +37,7 @@ def main(argv=None):
         emu, field, **inference.potential_options(s, args.field), batch_size=s["batch_size"], dtype=torch.float32
     )
     t0 = time.perf_counter()
-    if s["scan"] == "coarse_to_fine":
-        post = inference.coarse_to_fine(potential, n_coarse=s["n_coarse"], n_fine=s["n_fine"], max_refine=s["max_refine"])
-    else:
-        post = inference.grid_posterior(potential, *inference.grid_around(truth, s["half_width"], s["n_grid"]))
+    post = inference.scan_field(potential, s, truth)
     seconds = time.perf_counter() - t0
     row = {"field": args.field, "split": s["split"], "sim": sim, "map": k, "checkpoint": checkpoint, "estimator": s["estimator"],
            "scan": s["scan"], "seconds": seconds, **post.summary(truth=truth)}

@@ -142,6 +142,9 @@ def test_select_picks_the_lowest_mean_of_the_chosen_statistic():
     assert summary["abs_density_z"].tolist() == pytest.approx([0.2] * 3)
     choice, _ = validation.select(tables, "chi2_log")
     assert choice["checkpoint"] == "a.pt" and choice["chi2_log_samples"] == pytest.approx(1.1)
+    shuffled = dict(reversed(list(tables.items())))  # "last" is the highest iteration, not the last listed
+    choice, _ = validation.select(shuffled, "last")
+    assert choice["checkpoint"] == "c.pt" and choice["iteration"] == 300 and choice["criterion"] == "chi2_log_samples"
     with pytest.raises(ValueError, match="unknown select_by 'loss'; choose one of"):
         validation.select(tables, "loss")
     old = {"d.pt": (100, _table([1.0, 1.0]).drop(columns=["chi2_log_samples", "chi2_log_sims"]))}

@@ -31,8 +31,11 @@ from .prepare import open_prepared
 
 STAT_COLUMNS = ["chi2_samples", "chi2_sims", "chi2_log_samples", "chi2_log_sims", "density_z", "pdf_w1_dex"]
 TABLE_COLUMNS = ["point", "sim", "omega_m", "sigma_8", *STAT_COLUMNS]
-#: select_by (config) -> the summary column whose lowest value wins.
-SELECT_BY = {"chi2": "chi2_samples", "chi2_log": "chi2_log_samples", "pdf_w1": "pdf_w1_dex", "density_z": "abs_density_z"}
+#: select_by (config) -> the summary column whose lowest value wins; "last" keeps the last
+#: checkpoint and reports chi2_log beside it (for runs whose statistics stop ranking the
+#: checkpoints once the samples are as good as the simulations, while the bound still improves).
+SELECT_BY = {"chi2": "chi2_samples", "chi2_log": "chi2_log_samples", "pdf_w1": "pdf_w1_dex", "density_z": "abs_density_z",
+             "last": "chi2_log_samples"}
 
 
 def choose_points(data_path, n_points, seed, split="val", fiducial=None):
@@ -131,8 +134,8 @@ def select(tables, select_by="chi2"):
     """Pick the checkpoint with the lowest mean, over the validation points, of one statistic.
 
     tables:    mapping checkpoint path -> (iteration, DataFrame of :func:`validate`).
-    select_by: a key of :data:`SELECT_BY`: "chi2" (the paper's), "chi2_log", "pdf_w1" or
-               "density_z" (the mean |z|).
+    select_by: a key of :data:`SELECT_BY`: "chi2" (the paper's), "chi2_log", "pdf_w1",
+               "density_z" (the mean |z|), or "last" (the last checkpoint, whatever its statistics).
     Returns (choice dict with ``select_by`` and ``criterion`` (its summary column), summary
     DataFrame with one row per checkpoint, sorted by iteration).
     """
@@ -150,7 +153,7 @@ def select(tables, select_by="chi2"):
         rows.append(row)
     summary = pd.DataFrame(rows).sort_values("iteration").reset_index(drop=True)
     criterion = SELECT_BY[select_by]
-    best = summary.loc[summary[criterion].idxmin()]
+    best = summary.iloc[-1] if select_by == "last" else summary.loc[summary[criterion].idxmin()]
     choice = {k: (v.item() if hasattr(v, "item") else v) for k, v in best.items()}
     choice.update(select_by=select_by, criterion=criterion)
     return choice, summary

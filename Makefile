@@ -51,7 +51,7 @@ demo: $(STAMP) tex
 	$(BIN)/python benchmarks/rule_times.py results/demo
 	@echo "Done: figures in results/demo/figures, the report in results/demo/report.html"
 
-bench: $(STAMP)
+bench: $(STAMP) tex
 	$(BIN)/snakemake --cores $(CORES) --configfile config/bench.yaml
 	$(BIN)/python benchmarks/rule_times.py results/bench
 	@echo "Done: the targets in results/bench/inference/targets.csv, figures in results/bench/figures"

@@ -161,8 +161,9 @@ def test_main_tex_builds_from_a_made_up_run(tmp_path, generator, flags):
     """The text follows the data (particle-mesh, lognormal with every optional rule, CMD)."""
     if generator == "cmd":
         config = smoke_config(**{"data.source": "download"})
-    else:
-        config = smoke_config(**{"data.synthetic.generator": generator})
+    else:  # the lognormal run keeps its last checkpoint (the bench's choice)
+        select_by = "last" if generator == "lognormal" else "chi2_log"
+        config = smoke_config(**{"data.synthetic.generator": generator, "validation.select_by": select_by})
     figures = ms.figure_list(config, **flags)
     fake_figures(tmp_path / "figures", figures)
     out = tmp_path / "paper"
@@ -180,6 +181,9 @@ def test_main_tex_builds_from_a_made_up_run(tmp_path, generator, flags):
     assert ("exact standard deviations" in text) == flags["exact"]
     assert ("The oracle check" in text) == flags["oracle"]
     assert ("particle-mesh" in text) == (generator == "nbody")
+    flat = " ".join(text.split())
+    assert ("The last checkpoint is kept" in flat) == (generator == "lognormal")
+    assert ("The checkpoint with the lowest" in flat) == (generator != "lognormal")
     assert ("It is not the CAMELS result" in text) == (generator != "cmd")
     assert ("IllustrisTNG Latin-hypercube" in text) == (generator == "cmd")
     assert ("Only 2 of 3 targets are met" in " ".join(text.split())) == flags["summary"]

@@ -297,6 +297,7 @@ SELECT_TEX = {
     "chi2_log": r"the mean reduced $\chi^2$ of $P(k)$ of $\log_{10}\Sigma$",
     "pdf_w1": "the mean Wasserstein-1 distance between pixel PDFs",
     "density_z": "the mean $|z|$ of the mean log-density",
+    "last": r"the mean reduced $\chi^2$ of $P(k)$ of $\log_{10}\Sigma$",
 }
 ESTIMATOR_TEX = {
     "full": "an unbiased stratified estimate of the whole bound",
@@ -325,6 +326,14 @@ def data_numbers(config, counts, norm):
     }
 
 
+def selection_rule(select_by):
+    """The sentence that says which checkpoint validation keeps (config validation.select_by)."""
+    if select_by == "last":
+        return ("The last checkpoint is kept, with " + SELECT_TEX["last"] + " reported beside it: once the samples "
+                "match the simulations that statistic stops ranking the checkpoints, while the likelihood still improves")
+    return f"The checkpoint with the lowest {SELECT_TEX[select_by]} is kept"
+
+
 def training_numbers(config, selections, summaries, n_params):
     """Model and training: both stages, the checkpoints and the selection."""
     m, dif = config["model"], config["diffusion"]
@@ -335,7 +344,7 @@ def training_numbers(config, selections, summaries, n_params):
         "schedule": tex_escape(dif["schedule"]), "timesteps": group(dif["timesteps"]), "loss": tex_escape(dif["loss"]),
         "prediction": {"eps": r"the noise $\epsilon$", "v": r"$v=\sqrt{\bar\alpha}\epsilon-\sqrt{1-\bar\alpha}x_0$",
                        "x0": "the clean map $x_0$"}[dif["prediction"]],
-        "select_by": SELECT_TEX[config["validation"]["select_by"]],
+        "selection_rule": selection_rule(config["validation"]["select_by"]),
         "validation_points": config["validation"]["n_points"], "validation_samples": config["validation"]["n_samples"],
         "validation_sampler": SAMPLER_TEX[config["validation"]["sampler"]], "validation_steps": config["validation"]["steps"],
     }

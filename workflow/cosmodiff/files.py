@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -60,3 +61,10 @@ def atomic_output(path):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_copy(src, dst):
+    """Put a copy of ``src`` at ``dst`` atomically. A real copy, never a hard link: a file
+    damaged in place at ``dst`` must not damage ``src`` (a resume restores from it)."""
+    with atomic_output(dst) as tmp:
+        shutil.copyfile(src, tmp)

@@ -41,15 +41,14 @@ import numpy as np
 import torch
 
 from . import camels, protocol
-from .diffusion import GaussianDiffusion, make_betas, make_sampler
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_atomic
+from .diffusion import GaussianDiffusion, make_sampler
+from .files import atomic_copy
 from .layout import checkpoint_iterations, checkpoint_name
-from .files import atomic_output
 from .prepare import normalise, open_prepared
 from .unet import UNet
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = 1
 
 
 class Interrupted(RuntimeError):
@@ -144,63 +143,8 @@ def dihedral(x, ops):
 
 
 # --------------------------------------------------------------------------------------------
-# state, checkpoints
+# resumable state (the checkpoint files themselves: cosmodiff.checkpoint)
 # --------------------------------------------------------------------------------------------
-
-
-def _atomic_save(obj, path):
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _place(src, dst):
-    """Put a copy of src at dst atomically. A real copy, never a hard link: a declared
-    checkpoint damaged in place must not damage the copy a resume restores it from."""
-    import shutil
-
-    with atomic_output(dst) as tmp:
-        shutil.copyfile(src, tmp)
-
-
-def load_checkpoint(path, map_location="cpu"):
-    """A checkpoint dict (weights_only loading: no code is executed from the file).
-    ValueError (one line, naming the file) if it is missing, truncated, not a checkpoint or
-    holds objects other than tensors and plain values."""
-    if not Path(path).is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - zip, EOF and unpickling errors alike; their text suggests unsafe loading
-        raise ValueError(f"{path} is not a readable cosmodiff checkpoint ({type(err).__name__}): it is truncated, "
-                         "damaged or another kind of file; rerun the training stage that wrote it") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not a cosmodiff checkpoint (format {found})")
-    return ckpt
-
-
-def model_from_checkpoint(path, ema=True, map_location="cpu"):
-    """(model in eval mode, diffusion, checkpoint dict) from a checkpoint file."""
-    ckpt = load_checkpoint(path, map_location)
-    try:
-        model = UNet.from_config(ckpt["model_config"])
-        model.load_state_dict(ckpt["ema" if ema else "model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[-1].strip()[:200]
-        raise ValueError(f"{path}: its model_config does not match its weights ({type(err).__name__}: {first}); "
-                         "the file was edited or assembled by hand: use a checkpoint written by training") from None
-    model.eval()
-    return model, diffusion_from_config(ckpt["diffusion_config"]), ckpt
-
-
-def diffusion_from_config(cfg):
-    """GaussianDiffusion from the config's diffusion section."""
-    return GaussianDiffusion(
-        make_betas(cfg["schedule"], cfg["timesteps"]),
-        loss=cfg["loss"],
-        model_variance=cfg.get("model_variance", "fixedlarge"),
-        prediction=cfg.get("prediction", "eps"),  # checkpoints written before the option predict eps
-    )
 
 
 def fingerprint(*parts):
@@ -331,7 +275,7 @@ def train(
 
     x_all, p_all, normalisation = load_training_maps(data_path, "train", normalisation)
     resolution = x_all.shape[-1]
-    diffusion = diffusion_from_config(diffusion_config)
+    diffusion = GaussianDiffusion.from_config(diffusion_config)
     sampler = make_sampler(settings.timestep_sampler, diffusion.T, **settings.sampler_options)
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
         torch.manual_seed(settings.seed)
@@ -379,7 +323,7 @@ def train(
         if is_main:
             log.info("resuming from %s at iteration %d", state_path, start)
             for name in written:
-                _place(state_dir / name, checkpoint_dir / name)
+                atomic_copy(state_dir / name, checkpoint_dir / name)
 
     net = model
     if distributed:
@@ -389,7 +333,7 @@ def train(
     def save_state(iteration):
         if not is_main:
             return
-        _atomic_save(
+        save_atomic(
             {
                 "fingerprint": fp,
                 "iteration": iteration,
@@ -420,9 +364,9 @@ def train(
             "ema": ema.state_dict(),
         }
         name = checkpoint_name(iteration)
-        _atomic_save(ckpt, state_dir / name)
+        save_atomic(ckpt, state_dir / name)
         written[name] = camels.sha256sum(state_dir / name)
-        _place(state_dir / name, checkpoint_dir / name)
+        atomic_copy(state_dir / name, checkpoint_dir / name)
 
     # Metrics accumulate next to the state (the declared copy is deleted by the workflow
     # before a rerun); rows past the resumed iteration are dropped, then copied out.
@@ -438,7 +382,7 @@ def train(
     def publish_metrics():
         if is_main:
             metrics.flush()
-            _place(metrics_state, metrics_path)
+            atomic_copy(metrics_state, metrics_path)
 
     bar = tqdm(total=settings.iterations, initial=start, desc=stage, unit="it", disable=not (progress and is_main))
     t_last, n_last, loss_acc, n_acc = time.perf_counter(), start, 0.0, 0

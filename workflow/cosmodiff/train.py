@@ -1,7 +1,7 @@
 """The training loop: data, augmentation, EMA, checkpoints, resume, signals, DDP.
 
-One function, :func:`train` (a :class:`TrainLoop` run), serves both stages (64x64 pretraining and 256x256 fine-tuning
-from the pretrained weights). What it guarantees:
+One function, :func:`train` (it runs a :class:`TrainLoop`), serves both stages (64x64
+pretraining and 256x256 fine-tuning from the pretrained weights). What it guarantees:
 
 * **Declared checkpoints.** Every ``checkpoint_every`` iterations the EMA and raw weights are
   written to ``checkpoint_dir/ckpt_<iteration>.pt``: the files a workflow declares as outputs.

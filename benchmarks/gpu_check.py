@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 from cosmodiff import costs, inference, protocol  # noqa: E402
 from cosmodiff.config import load_config  # noqa: E402
 from cosmodiff.emulator import Emulator  # noqa: E402
-from cosmodiff.train import diffusion_from_config  # noqa: E402
+from cosmodiff.diffusion import GaussianDiffusion  # noqa: E402
 from cosmodiff.unet import UNet, count_parameters  # noqa: E402
 
 #: dense bf16 peak, TFLOP/s, by a substring of torch.cuda.get_device_name() (first match)
@@ -162,7 +162,7 @@ def bound_row(cfg, diffusion, res, device):
 
 def measure(cfg, device, steps, compile_):
     """Every row of the check and the Throughput the workflow would see."""
-    diffusion = diffusion_from_config(cfg["diffusion"])
+    diffusion = GaussianDiffusion.from_config(cfg["diffusion"])
     native, low = cfg["data"]["resolution"], cfg["prepare"]["low_resolution"]
     layout = "channels_last" if device.type == "cuda" else "contiguous"
     rows, thr = [], costs.Throughput(source=f"measured on {device_name(device)}")

@@ -9,7 +9,8 @@ import torch
 
 from cosmodiff import protocol
 from cosmodiff.config import load_config
-from cosmodiff.train import TrainSettings, diffusion_from_config
+from cosmodiff.diffusion import GaussianDiffusion
+from cosmodiff.train import TrainSettings
 from cosmodiff.unet import UNet, count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +121,7 @@ AUTHORS_PARAMETERS = 31_265_503
 
 
 def test_one_training_and_one_sampling_step_of_the_paper_network_at_256(paper_network):
-    diffusion = diffusion_from_config(PAPER["diffusion"])
+    diffusion = GaussianDiffusion.from_config(PAPER["diffusion"])
     x0 = torch.rand(1, 1, 256, 256) * 2 - 1
     cond = torch.tensor([[0.3, 0.82]])
     opt = torch.optim.Adam(paper_network.parameters(), lr=2e-4)

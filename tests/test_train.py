@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from cosmodiff import prepare, synthetic
-from cosmodiff.train import (Diverged, Interrupted, TrainSettings, dihedral, load_checkpoint, model_from_checkpoint,
-                             train)
+from cosmodiff.checkpoint import load_checkpoint, model_from_checkpoint
+from cosmodiff.train import Diverged, Interrupted, TrainSettings, dihedral, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {

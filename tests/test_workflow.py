@@ -167,7 +167,7 @@ def test_smoke_data_stage_outputs(smoke_run):
 
 
 def test_smoke_training_stages(smoke_run):
-    from cosmodiff.train import load_checkpoint
+    from cosmodiff.checkpoint import load_checkpoint
 
     models = smoke_run / "results/smoke/models"
     assert sorted(p.name for p in (models / "pretrain").glob("*.pt")) == ["ckpt_0000003.pt", "ckpt_0000006.pt"]

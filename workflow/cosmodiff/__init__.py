@@ -8,6 +8,7 @@ One module per job (see ../../shared architecture notes and README):
 - :mod:`cosmodiff.particle_mesh` the small particle-mesh N-body solver behind ``synthetic``
 - :mod:`cosmodiff.prepare`    log transform, splits, normalisation, periodic downsampling, HDF5
 - :mod:`cosmodiff.powerspec`  2D power spectra in the paper's and Pylians' conventions
+- :mod:`cosmodiff.checkpoint` checkpoint files: format, writing, safe loading, the network they hold
 - :mod:`cosmodiff.diagnostics` a network's likelihood against the exact one: targets, and where
   it goes wrong (by timestep and by scale, against the exact denoiser)
 - :mod:`cosmodiff.config`     configuration validation with readable errors

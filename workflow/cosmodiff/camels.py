@@ -29,7 +29,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .cosmology import MAPS_PER_SIM, PARAM_NAMES
+from .files import atomic_output, commit, temporary_path
 
 __all__ = [
     "BASE_URL",
@@ -391,21 +391,6 @@ def read_params(path) -> np.ndarray:
     return _check_params_array(arr, what=str(path))
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(Path(tmp))
-        raise
-
-
 def write_params(path, params) -> Path:
     """Write a (n_sims, 6) table in the CMD text format (``%.5f``, space separated, no
     header), atomically (temporary file in the same folder, then rename)."""
@@ -414,7 +399,8 @@ def write_params(path, params) -> Path:
     if not np.all(np.isfinite(arr)):
         raise ValueError("params contain non-finite values")
     text = "".join(" ".join(_PARAMS_FMT % v for v in row) + "\n" for row in arr)
-    _atomic_write_bytes(path, text.encode("ascii"))
+    with atomic_output(path, durable=True) as tmp:
+        tmp.write_bytes(text.encode("ascii"))
     return path
 
 
@@ -478,10 +464,6 @@ def open_maps(path) -> np.ndarray:
     return arr
 
 
-def _tmp_maps_path(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
-
-
 def create_maps(path, n_maps, resolution) -> np.memmap:
     """Create a writable float32 ``.npy`` memmap of shape (n_maps, resolution, resolution).
 
@@ -494,7 +476,7 @@ def create_maps(path, n_maps, resolution) -> np.memmap:
     if n_maps < 0 or resolution < 1:
         raise ValueError(f"need n_maps >= 0 and resolution >= 1, got {n_maps}, {resolution}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_maps_path(path)
+    tmp = temporary_path(path)
     return np.lib.format.open_memmap(
         tmp, mode="w+", dtype=np.float32, shape=(n_maps, resolution, resolution)
     )
@@ -503,11 +485,8 @@ def create_maps(path, n_maps, resolution) -> np.memmap:
 def finalize_maps(maps: np.memmap, path) -> Path:
     """Flush a memmap from :func:`create_maps` and rename ``<path>.tmp`` onto ``path``."""
     path = Path(path)
-    tmp = _tmp_maps_path(path)
     maps.flush()
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    commit(temporary_path(path), path, durable=True)
     return path
 
 
@@ -528,7 +507,7 @@ def maps_writer(path, n_maps, resolution):
         yield maps
     except BaseException:
         del maps
-        _unlink(_tmp_maps_path(path))
+        _unlink(temporary_path(path))
         raise
     finalize_maps(maps, path)
 

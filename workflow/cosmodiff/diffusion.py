@@ -339,6 +339,17 @@ class GaussianDiffusion:
             self.model_variance = betas.copy()
         self.model_log_variance = np.log(self.model_variance)
 
+    @classmethod
+    def from_config(cls, cfg):
+        """GaussianDiffusion from the config's diffusion section (or a checkpoint's
+        diffusion_config): {schedule, timesteps, loss, model_variance, prediction}."""
+        return cls(
+            make_betas(cfg["schedule"], cfg["timesteps"]),
+            loss=cfg["loss"],
+            model_variance=cfg.get("model_variance", "fixedlarge"),
+            prediction=cfg.get("prediction", "eps"),  # checkpoints written before the option predict eps
+        )
+
     # ---------------------------------------------------------------- helpers
 
     def _extract(self, arr, t, x):

@@ -53,7 +53,7 @@ class Emulator:
     def from_checkpoint(cls, path, weights="ema", device=None, precision="bf16"):
         """Load the EMA (``weights="ema"``) or raw (``"raw"``, what the authors' sampling and
         likelihoods load) weights of a training checkpoint."""
-        from .train import model_from_checkpoint
+        from .checkpoint import model_from_checkpoint
 
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")

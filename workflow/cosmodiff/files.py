@@ -5,12 +5,16 @@ and ``infer``): it refuses an output that is one of the inputs, a directory, an 
 (unless forced) or a place that cannot be written, before any sampling or scan starts.
 :func:`atomic_output` is the one temporary-then-rename writer of the library: a failed write
 (a full disk, a kill, an exception) removes its ``.tmp`` and leaves the old file untouched.
+:func:`atomic_copy` copies a file that way; :func:`temporary_path` and :func:`commit` are its
+two halves, for a writer that opens its file in one call and finishes it in another
+(:func:`cosmodiff.camels.create_maps` / :func:`~cosmodiff.camels.finalize_maps`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,10 +46,27 @@ def check_output(path, inputs=(), force=False):
     return path
 
 
+def temporary_path(path):
+    """Where an atomic writer builds ``path``: ``<path>.tmp`` beside it (same file system, so
+    the final rename is atomic)."""
+    path = Path(path)
+    return path.with_name(path.name + ".tmp")
+
+
+def commit(tmp, path, durable=False):
+    """Rename the complete file ``tmp`` onto ``path``; with ``durable`` its data are first
+    forced to disk (fsync), so a crash right after cannot leave an empty ``path``."""
+    if durable:
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
-def atomic_output(path):
+def atomic_output(path, durable=False):
     """Yield a temporary path next to ``path``; rename it onto ``path`` when the block ends
-    cleanly, delete it when the block raises (``path`` is then left as it was)::
+    cleanly (see :func:`commit` for ``durable``), delete it when the block raises (``path``
+    is then left as it was)::
 
         with atomic_output("s.h5") as tmp:
             with h5py.File(tmp, "w") as f:
@@ -53,10 +74,16 @@ def atomic_output(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_path(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        commit(tmp, path, durable)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+def atomic_copy(src, dst):
+    """Put a copy of ``src`` at ``dst`` atomically. A real copy, never a hard link: a file
+    damaged in place at ``dst`` must not damage ``src`` (a resume restores from it)."""
+    with atomic_output(dst) as tmp:
+        shutil.copyfile(src, tmp)

@@ -21,13 +21,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from . import camels
 from .cosmology import BOX_SIZE, MAP_UNITS, MAPS_PER_SIM, PARAM_NAMES
+from .files import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +184,31 @@ def prepare_dataset(
     A map with a NaN or infinite pixel is a ValueError naming the map. Each output is
     written to a temporary name and renamed when complete.
     """
-    import h5py
-    from tqdm.auto import tqdm
-
     if norm_range is not None:
         check_norm_range(norm_range)
+    maps, params, ranges, outputs = _checked_inputs(maps_path, params_path, outputs, fractions, native_resolution)
+    native = maps.shape[-1]
+    # each output is built under <name>.tmp (files.atomic_output) and renamed when complete,
+    # one after the other; a failure removes the temporary files not yet renamed
+    with contextlib.ExitStack() as cleanup:
+        files, renames = {}, {}
+        for r, path in outputs.items():
+            renames[r] = cleanup.enter_context(contextlib.ExitStack())
+            files[r] = _create_output(renames[r], path, r, ranges, params)
+        stats = {r: _RunningStats() for r in outputs}
+        floored, nonpositive = _fill_outputs(files, stats, maps, len(params), ranges, block_sims, log_floor, method, maps_path,
+                                            progress)
+        _check_nonpositive(nonpositive / maps.size, max_nonpositive_fraction, maps_path, log_floor)
+        for r, f in files.items():
+            f.attrs.update(_output_attrs(r, native, ranges, floored, log_floor, method, fractions, source, stats[r], norm_range))
+            renames[r].close()  # closes the file, then renames it onto outputs[r]
+    return {r: str(p) for r, p in outputs.items()}
+
+
+def _checked_inputs(maps_path, params_path, outputs, fractions, native_resolution):
+    """(maps memmap, params, split ranges, {resolution: output Path}) after checking that the
+    maps match the table and data.resolution, and that every output resolution divides the
+    native one."""
     maps = camels.open_maps(maps_path)
     params = camels.read_params(params_path)
     camels.check_layout(maps, params)
@@ -201,74 +221,78 @@ def prepare_dataset(
     for r in outputs:
         if r > native or native % r:
             raise ValueError(f"output resolution {r} must divide the native resolution {native}")
+    return maps, params, ranges, outputs
 
-    files, stats, tmps = {}, {}, {}
+
+def _create_output(stack, path, r, ranges, params):
+    """The HDF5 file of resolution ``r`` opened at ``path``'s temporary name in ``stack``
+    (closing the stack closes it and renames it onto ``path``), with every split's datasets:
+    maps (to be filled), params and sim."""
+    import h5py
+
+    tmp = stack.enter_context(atomic_output(path))
+    f = stack.enter_context(h5py.File(tmp, "w"))
+    for split, (a, b) in ranges.items():
+        n = (b - a) * MAPS_PER_SIM
+        g = f.create_group(split)
+        g.create_dataset("maps", (n, r, r), dtype="f4", chunks=(1, r, r))
+        g.create_dataset("params", data=np.repeat(params[a:b], MAPS_PER_SIM, axis=0))
+        g.create_dataset("sim", data=np.repeat(np.arange(a, b), MAPS_PER_SIM))
+    return f
+
+
+def _fill_outputs(files, stats, maps, n_sims, ranges, block_sims, log_floor, method, maps_path, progress):
+    """Log-transform the maps a block of simulations at a time, downsample them into every
+    file and accumulate the training split's statistics. Returns (pixels below the floor per
+    split, pixels <= 0)."""
+    from tqdm.auto import tqdm
+
     floored = dict.fromkeys(ranges, 0)  # pixels below the floor per split (empty, or a lognormal tail)
     nonpositive = 0  # pixels <= 0: no surface density at all
-    try:
-        for r, path in outputs.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmps[r] = path.with_name(path.name + ".tmp")
-            f = files[r] = h5py.File(tmps[r], "w")
-            for split, (a, b) in ranges.items():
-                n = (b - a) * MAPS_PER_SIM
-                g = f.create_group(split)
-                g.create_dataset("maps", (n, r, r), dtype="f4", chunks=(1, r, r))
-                g.create_dataset("params", data=np.repeat(params[a:b], MAPS_PER_SIM, axis=0))
-                g.create_dataset("sim", data=np.repeat(np.arange(a, b), MAPS_PER_SIM))
-            stats[r] = _RunningStats()
+    bar = tqdm(total=n_sims, desc="prepare", unit="sim", disable=not progress)
+    for split, (a, b) in ranges.items():
+        for s0 in range(a, b, block_sims):
+            s1 = min(s0 + block_sims, b)
+            block = maps[s0 * MAPS_PER_SIM : s1 * MAPS_PER_SIM]
+            _check_finite(block, s0 * MAPS_PER_SIM, maps_path)
+            floored[split] += int(np.count_nonzero(block < log_floor))
+            nonpositive += int(np.count_nonzero(block <= 0))
+            logm = log_transform(block, log_floor)
+            i0, i1 = (s0 - a) * MAPS_PER_SIM, (s1 - a) * MAPS_PER_SIM
+            for r, f in files.items():
+                out = downsample(logm, r, method)
+                f[split]["maps"][i0:i1] = out
+                if split == "train":
+                    stats[r].update(out)
+            bar.update(s1 - s0)
+    bar.close()
+    return floored, nonpositive
 
-        bar = tqdm(total=n_sims, desc="prepare", unit="sim", disable=not progress)
-        for split, (a, b) in ranges.items():
-            for s0 in range(a, b, block_sims):
-                s1 = min(s0 + block_sims, b)
-                block = maps[s0 * MAPS_PER_SIM : s1 * MAPS_PER_SIM]
-                _check_finite(block, s0 * MAPS_PER_SIM, maps_path)
-                floored[split] += int(np.count_nonzero(block < log_floor))
-                nonpositive += int(np.count_nonzero(block <= 0))
-                logm = log_transform(block, log_floor)
-                i0, i1 = (s0 - a) * MAPS_PER_SIM, (s1 - a) * MAPS_PER_SIM
-                for r, f in files.items():
-                    out = downsample(logm, r, method)
-                    f[split]["maps"][i0:i1] = out
-                    if split == "train":
-                        stats[r].update(out)
-                bar.update(s1 - s0)
-        bar.close()
-        _check_nonpositive(nonpositive / maps.size, max_nonpositive_fraction, maps_path, log_floor)
 
-        for r, f in files.items():
-            attrs = {
-                "box_size": BOX_SIZE,
-                "units": f"log10 of {MAP_UNITS}",
-                "param_names": list(PARAM_NAMES),
-                "resolution": r,
-                "native_resolution": native,
-                "log_floor": float(log_floor),
-                # fraction of native pixels below the floor, per split: the maps of a split
-                # with floored pixels are no longer lognormal (no exact likelihood)
-                "floored_fraction": json.dumps({
-                    sp: floored[sp] / max(1, (b - a) * MAPS_PER_SIM * native**2) for sp, (a, b) in ranges.items()
-                }),
-                "downsample": method if r != native else "none",
-                "split_fractions": json.dumps({s: fractions[s] for s in SPLITS}),
-                "split_sims": json.dumps(ranges),
-                "source": json.dumps(source or {}, sort_keys=True),
-                **stats[r].attrs(),
-                "norm_source": "training range" if norm_range is None else "config",
-            }
-            if norm_range is not None:
-                attrs["norm_min"], attrs["norm_max"] = (float(v) for v in norm_range)
-            f.attrs.update(attrs)
-            f.close()
-            os.replace(tmps[r], outputs[r])
-    except BaseException:
-        for r, f in files.items():
-            if f.id.valid:
-                f.close()
-            tmps[r].unlink(missing_ok=True)
-        raise
-    return {r: str(p) for r, p in outputs.items()}
+def _output_attrs(r, native, ranges, floored, log_floor, method, fractions, source, stats, norm_range):
+    """The attributes of the file of resolution ``r`` (see the module docstring)."""
+    attrs = {
+        "box_size": BOX_SIZE,
+        "units": f"log10 of {MAP_UNITS}",
+        "param_names": list(PARAM_NAMES),
+        "resolution": r,
+        "native_resolution": native,
+        "log_floor": float(log_floor),
+        # fraction of native pixels below the floor, per split: the maps of a split
+        # with floored pixels are no longer lognormal (no exact likelihood)
+        "floored_fraction": json.dumps({
+            sp: floored[sp] / max(1, (b - a) * MAPS_PER_SIM * native**2) for sp, (a, b) in ranges.items()
+        }),
+        "downsample": method if r != native else "none",
+        "split_fractions": json.dumps({s: fractions[s] for s in SPLITS}),
+        "split_sims": json.dumps(ranges),
+        "source": json.dumps(source or {}, sort_keys=True),
+        **stats.attrs(),
+        "norm_source": "training range" if norm_range is None else "config",
+    }
+    if norm_range is not None:
+        attrs["norm_min"], attrs["norm_max"] = (float(v) for v in norm_range)
+    return attrs
 
 
 @contextlib.contextmanager

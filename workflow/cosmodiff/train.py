@@ -1,7 +1,7 @@
 """The training loop: data, augmentation, EMA, checkpoints, resume, signals, DDP.
 
-One function, :func:`train`, serves both stages (64x64 pretraining and 256x256 fine-tuning
-from the pretrained weights). What it guarantees:
+One function, :func:`train` (it runs a :class:`TrainLoop`), serves both stages (64x64
+pretraining and 256x256 fine-tuning from the pretrained weights). What it guarantees:
 
 * **Declared checkpoints.** Every ``checkpoint_every`` iterations the EMA and raw weights are
   written to ``checkpoint_dir/ckpt_<iteration>.pt``: the files a workflow declares as outputs.
@@ -41,15 +41,14 @@ import numpy as np
 import torch
 
 from . import camels, protocol
-from .diffusion import GaussianDiffusion, make_betas, make_sampler
+from .checkpoint import load_checkpoint, make_checkpoint, save_atomic
+from .diffusion import GaussianDiffusion, make_sampler
+from .files import atomic_copy
 from .layout import checkpoint_iterations, checkpoint_name
-from .files import atomic_output
 from .prepare import normalise, open_prepared
 from .unet import UNet
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = 1
 
 
 class Interrupted(RuntimeError):
@@ -144,63 +143,8 @@ def dihedral(x, ops):
 
 
 # --------------------------------------------------------------------------------------------
-# state, checkpoints
+# resumable state (the checkpoint files themselves: cosmodiff.checkpoint)
 # --------------------------------------------------------------------------------------------
-
-
-def _atomic_save(obj, path):
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _place(src, dst):
-    """Put a copy of src at dst atomically. A real copy, never a hard link: a declared
-    checkpoint damaged in place must not damage the copy a resume restores it from."""
-    import shutil
-
-    with atomic_output(dst) as tmp:
-        shutil.copyfile(src, tmp)
-
-
-def load_checkpoint(path, map_location="cpu"):
-    """A checkpoint dict (weights_only loading: no code is executed from the file).
-    ValueError (one line, naming the file) if it is missing, truncated, not a checkpoint or
-    holds objects other than tensors and plain values."""
-    if not Path(path).is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - zip, EOF and unpickling errors alike; their text suggests unsafe loading
-        raise ValueError(f"{path} is not a readable cosmodiff checkpoint ({type(err).__name__}): it is truncated, "
-                         "damaged or another kind of file; rerun the training stage that wrote it") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not a cosmodiff checkpoint (format {found})")
-    return ckpt
-
-
-def model_from_checkpoint(path, ema=True, map_location="cpu"):
-    """(model in eval mode, diffusion, checkpoint dict) from a checkpoint file."""
-    ckpt = load_checkpoint(path, map_location)
-    try:
-        model = UNet.from_config(ckpt["model_config"])
-        model.load_state_dict(ckpt["ema" if ema else "model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[-1].strip()[:200]
-        raise ValueError(f"{path}: its model_config does not match its weights ({type(err).__name__}: {first}); "
-                         "the file was edited or assembled by hand: use a checkpoint written by training") from None
-    model.eval()
-    return model, diffusion_from_config(ckpt["diffusion_config"]), ckpt
-
-
-def diffusion_from_config(cfg):
-    """GaussianDiffusion from the config's diffusion section."""
-    return GaussianDiffusion(
-        make_betas(cfg["schedule"], cfg["timesteps"]),
-        loss=cfg["loss"],
-        model_variance=cfg.get("model_variance", "fixedlarge"),
-        prediction=cfg.get("prediction", "eps"),  # checkpoints written before the option predict eps
-    )
 
 
 def fingerprint(*parts):
@@ -238,6 +182,51 @@ def _intact_checkpoints(state, state_dir, ckpt_its):
                         "training starts from iteration 0", copy)
             return None
     return dict(recorded)
+
+
+def _run_fingerprint(model_config, diffusion_config, settings, init_from, normalisation, data_path):
+    """The fingerprint a resumable state must carry: the same settings from the same inputs
+    (the initial weights by content, the data file by size and modification time)."""
+    data_stat = Path(data_path).stat()
+    return fingerprint(
+        model_config,
+        diffusion_config,
+        asdict(settings),
+        camels.sha256sum(init_from) if init_from is not None else None,
+        list(normalisation),
+        [data_stat.st_size, data_stat.st_mtime_ns],
+    )
+
+
+class _MetricsLog:
+    """The JSON-lines metrics log (rank 0 only; on other ranks every method does nothing).
+
+    Metrics accumulate next to the state (the declared copy is deleted by the workflow before
+    a rerun); rows past the resumed iteration are dropped, and :meth:`publish` copies the
+    file out to the declared ``metrics_path``.
+    """
+
+    def __init__(self, state_dir, metrics_path, start, enabled):
+        self.path, self.metrics_path, self.file = state_dir / "metrics.jsonl", metrics_path, None
+        if enabled:
+            rows = self.path.read_text().splitlines() if (start and self.path.exists()) else []
+            rows = [r for r in rows if json.loads(r)["iteration"] <= start]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("".join(r + "\n" for r in rows))
+            self.file = open(self.path, "a")
+
+    def write(self, row):
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+
+    def publish(self):
+        if self.file:
+            self.file.flush()
+            atomic_copy(self.path, self.metrics_path)
+
+    def close(self):
+        if self.file:
+            self.file.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,6 +275,230 @@ class _StopFlag:
 # --------------------------------------------------------------------------------------------
 
 
+def _start_process(settings):
+    """(world size, rank, device) of this process; joins the process group under torchrun."""
+    import torch.distributed as dist
+
+    world, rank, local_rank = _dist_info()
+    device = _device(local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if settings.batch_size % world:
+        raise ValueError(f"batch_size {settings.batch_size} must be divisible by the {world} processes")
+    return world, rank, device
+
+
+def _build_models(model_config, settings, device, init_from):
+    """(network, its EMA copy): seeded initial weights (global RNG untouched), or the EMA
+    weights of ``init_from``; the EMA copy starts equal to the network and takes no gradients."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = UNet.from_config(model_config).to(device)
+    if init_from is not None:
+        init = load_checkpoint(init_from)
+        model.load_state_dict(init["ema"])
+        log.info("initialised from %s (iteration %s, %sx%s)", init_from, init["iteration"], init["resolution"], init["resolution"])
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    ema = UNet.from_config(model_config).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    return model, ema
+
+
+class TrainLoop:
+    """One training stage (see :func:`train` for the arguments): the models, optimiser,
+    schedule and generator are built on construction, a matching state is resumed, and
+    :meth:`run` trains to ``settings.iterations``. Each iteration draws a batch
+    (:meth:`draw_batch`), takes an optimiser step and an EMA update (:meth:`step`), logs
+    (:meth:`record`) and saves (:meth:`write_checkpoint`, :meth:`save_state`)."""
+
+    def __init__(self, data_path, model_config, diffusion_config, settings: TrainSettings, checkpoint_dir, state_dir,
+                 metrics_path, init_from=None, normalisation=None, stage="train", progress=True):
+        from tqdm.auto import tqdm
+
+        self.settings, self.stage, self.diffusion_config = settings, stage, diffusion_config
+        self.world, self.rank, self.device = _start_process(settings)
+        self.distributed, self.is_main = self.world > 1, self.rank == 0
+        self.x_all, self.p_all, self.normalisation = load_training_maps(data_path, "train", normalisation)
+        self.resolution = self.x_all.shape[-1]
+        self.diffusion = GaussianDiffusion.from_config(diffusion_config)
+        self.sampler = make_sampler(settings.timestep_sampler, self.diffusion.T, **settings.sampler_options)
+        self.model, self.ema = _build_models(model_config, settings, self.device, init_from)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
+        self.scheduler = protocol.lr_scheduler(self.optimizer, settings.lr_step, settings.lr_gamma, settings.lr_milestones)
+        self.gen = torch.Generator().manual_seed(settings.seed)
+        self.start = 0
+
+        self.state_path = Path(state_dir) / "state.pt"
+        # a state is resumed only if it was written by the same settings from the same inputs
+        self.fp = _run_fingerprint(model_config, diffusion_config, settings, init_from, self.normalisation, data_path)
+        self.ckpt_its = settings.checkpoint_iterations()
+        self.checkpoint_dir, self.state_dir = Path(checkpoint_dir), Path(state_dir)
+        self.written = {}  # declared checkpoint name -> sha256 of its copy in state_dir
+        self._resume()
+
+        self.net = self.model
+        if self.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.per_rank = settings.batch_size // self.world
+        self.metrics = _MetricsLog(self.state_dir, metrics_path, self.start, self.is_main)
+        self.bar = tqdm(total=settings.iterations, initial=self.start, desc=stage, unit="it",
+                        disable=not (progress and self.is_main))
+        self.t_last, self.n_last, self.loss_acc, self.n_acc = time.perf_counter(), self.start, 0.0, 0
+
+    # ------------------------------------------------------------------ state
+
+    def _resume(self):
+        """Load the state at ``state_path`` if it matches and its checkpoint copies are
+        intact, and put those copies back as the declared checkpoints (rank 0)."""
+        state = _read_state(self.state_path, self.fp)
+        restored = _intact_checkpoints(state, self.state_dir, self.ckpt_its) if state is not None else None
+        if restored is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.start = int(state["iteration"])
+        self.written = restored
+        if self.is_main:
+            log.info("resuming from %s at iteration %d", self.state_path, self.start)
+            for name in self.written:
+                atomic_copy(self.state_dir / name, self.checkpoint_dir / name)
+
+    def save_state(self, iteration):
+        """Write everything a resume needs to ``state_path`` (rank 0)."""
+        if not self.is_main:
+            return
+        save_atomic(
+            {
+                "fingerprint": self.fp,
+                "iteration": iteration,
+                "model": self.model.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "generator": self.gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "checkpoints": dict(self.written),
+            },
+            self.state_path,
+        )
+
+    def write_checkpoint(self, iteration, loss):
+        """Write the declared checkpoint of ``iteration``: first its copy in ``state_dir``
+        (its sha256 goes into the state), then the declared file (rank 0)."""
+        if not self.is_main:
+            return
+        ckpt = make_checkpoint(stage=self.stage, iteration=iteration, resolution=self.resolution, loss=loss,
+                               model=self.model, ema=self.ema, diffusion_config=self.diffusion_config,
+                               normalisation=self.normalisation)
+        name = checkpoint_name(iteration)
+        save_atomic(ckpt, self.state_dir / name)
+        self.written[name] = camels.sha256sum(self.state_dir / name)
+        atomic_copy(self.state_dir / name, self.checkpoint_dir / name)
+
+    # ------------------------------------------------------------------ one iteration
+
+    def draw_batch(self):
+        """(x0, cond, t, noise, weights) of this rank's slice of the global batch. Every rank
+        draws the same global batch from the generator, in this order: map indices, symmetry
+        operations, timesteps and their weights, noise."""
+        n = self.settings.batch_size
+        idx = torch.randint(len(self.x_all), (n,), generator=self.gen)
+        ops = torch.randint(8, (n,), generator=self.gen)
+        t, weights = self.sampler.sample(n, generator=self.gen)
+        noise = torch.randn((n, *self.x_all.shape[1:]), generator=self.gen)
+        sl = slice(self.rank * self.per_rank, (self.rank + 1) * self.per_rank)
+        x0 = dihedral(self.x_all[idx[sl]], ops[sl]).to(self.device)
+        cond = self.p_all[idx[sl]].to(self.device)
+        if self.device.type == "cuda":
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        return x0, cond, t[sl].to(self.device), noise[sl].to(self.device), weights[sl].to(self.device)
+
+    def step(self, it):
+        """One optimiser step, learning-rate step and EMA update at iteration ``it``; the
+        loss averaged over ranks (a 0-d tensor). :class:`Diverged` if it is not finite."""
+        s = self.settings
+        x0, cond, t, noise, weights = self.draw_batch()
+        with protocol.precision(self.device, s.precision):
+            losses = self.diffusion.training_losses(self.net, x0, cond, t=t, noise=noise)
+        loss = (losses.float() * weights).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if s.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        protocol.ema_step(self.ema, self.model, s.ema_decay, protocol.ema_action(it, s.ema_start, s.ema_every))
+        loss_val = loss.detach()
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(loss_val)
+            loss_val /= self.world
+        if not torch.isfinite(loss_val):
+            raise Diverged(f"training loss is {float(loss_val)} at iteration {it}: check the prepared maps "
+                           "(finite normalisation) or lower the learning rate; nothing was saved for it")
+        return loss_val
+
+    def record(self, it, loss_val):
+        """Accumulate the loss; every ``log_every`` iterations (and at the last) write the
+        mean loss, learning rate and throughput to the metrics log (rank 0)."""
+        self.loss_acc += float(loss_val)
+        self.n_acc += 1
+        self.bar.update(1)
+        s = self.settings
+        if self.is_main and (it % s.log_every == 0 or it == s.iterations):
+            now = time.perf_counter()
+            ips = (it - self.n_last) * s.batch_size / (now - self.t_last)
+            row = {"iteration": it, "loss": self.loss_acc / self.n_acc, "lr": self.scheduler.get_last_lr()[0], "images_per_s": ips}
+            self.metrics.write(row)
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{ips:.1f}")
+            self.t_last, self.n_last, self.loss_acc, self.n_acc = now, it, 0.0, 0
+
+    def _stopping(self, stop, stop_after, it):
+        """Whether a signal (on any rank) or ``stop_after`` asks the run to stop now."""
+        stopping = stop.raised is not None or (stop_after is not None and it - self.start >= stop_after)
+        if self.distributed:
+            import torch.distributed as dist
+
+            flag = torch.tensor([1.0 if stopping else 0.0], device=self.device)
+            dist.all_reduce(flag)
+            stopping = bool(flag.item())
+        return stopping
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, stop_after=None):
+        """Train from the resumed iteration to the last; returns the declared checkpoint paths.
+        :class:`Interrupted` after saving the state when a signal (or ``stop_after``) stops it."""
+        try:
+            with _StopFlag() as stop:
+                self.model.train()
+                for it in range(self.start + 1, self.settings.iterations + 1):
+                    loss_val = self.step(it)
+                    self.record(it, loss_val)
+                    if it in self.ckpt_its:
+                        self.write_checkpoint(it, float(loss_val))
+                        self.save_state(it)
+                        self.metrics.publish()
+                    if self._stopping(stop, stop_after, it) and it < self.settings.iterations:
+                        self.save_state(it)
+                        self.metrics.publish()
+                        raise Interrupted(f"stopped by {stop.raised or 'stop_after'} at iteration {it}; "
+                                          f"state saved to {self.state_path}")
+            self.metrics.publish()
+        finally:
+            self.bar.close()
+            self.metrics.close()
+        return [self.checkpoint_dir / checkpoint_name(i) for i in self.ckpt_its]
+
+
 def train(
     data_path,
     model_config,
@@ -317,192 +530,6 @@ def train(
     stop_after:       testing hook: behave as if a signal arrived after this many iterations
                       of this call.
     """
-    import torch.distributed as dist
-    from tqdm.auto import tqdm
-
-    world, rank, local_rank = _dist_info()
-    distributed = world > 1
-    device = _device(local_rank)
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if settings.batch_size % world:
-        raise ValueError(f"batch_size {settings.batch_size} must be divisible by the {world} processes")
-    is_main = rank == 0
-
-    x_all, p_all, normalisation = load_training_maps(data_path, "train", normalisation)
-    resolution = x_all.shape[-1]
-    diffusion = diffusion_from_config(diffusion_config)
-    sampler = make_sampler(settings.timestep_sampler, diffusion.T, **settings.sampler_options)
-    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
-        torch.manual_seed(settings.seed)
-        model = UNet.from_config(model_config).to(device)
-    if init_from is not None:
-        init = load_checkpoint(init_from)
-        model.load_state_dict(init["ema"])
-        log.info("initialised from %s (iteration %s, %sx%s)", init_from, init["iteration"], init["resolution"], init["resolution"])
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    ema = UNet.from_config(model_config).to(device)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    scheduler = protocol.lr_scheduler(optimizer, settings.lr_step, settings.lr_gamma, settings.lr_milestones)
-    gen = torch.Generator().manual_seed(settings.seed)
-    start = 0
-
-    state_path = Path(state_dir) / "state.pt"
-    # a state is resumed only if it was written by the same settings from the same inputs:
-    # the initial weights by content, the data file by size and modification time
-    data_stat = Path(data_path).stat()
-    fp = fingerprint(
-        model_config,
-        diffusion_config,
-        asdict(settings),
-        camels.sha256sum(init_from) if init_from is not None else None,
-        list(normalisation),
-        [data_stat.st_size, data_stat.st_mtime_ns],
-    )
-    ckpt_its = settings.checkpoint_iterations()
-    checkpoint_dir, state_dir = Path(checkpoint_dir), Path(state_dir)
-    written = {}  # declared checkpoint name -> sha256 of its copy in state_dir
-    state = _read_state(state_path, fp)
-    restored = _intact_checkpoints(state, state_dir, ckpt_its) if state is not None else None
-    if restored is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["iteration"])
-        written = restored
-        if is_main:
-            log.info("resuming from %s at iteration %d", state_path, start)
-            for name in written:
-                _place(state_dir / name, checkpoint_dir / name)
-
-    net = model
-    if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    per_rank = settings.batch_size // world
-
-    def save_state(iteration):
-        if not is_main:
-            return
-        _atomic_save(
-            {
-                "fingerprint": fp,
-                "iteration": iteration,
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "checkpoints": dict(written),
-            },
-            state_path,
-        )
-
-    def write_checkpoint(iteration, loss):
-        if not is_main:
-            return
-        ckpt = {
-            "format": CHECKPOINT_FORMAT,
-            "stage": stage,
-            "iteration": iteration,
-            "resolution": resolution,
-            "loss": float(loss),
-            "model_config": model.config(),
-            "diffusion_config": dict(diffusion_config),
-            "normalisation": [float(v) for v in normalisation],
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-        }
-        name = checkpoint_name(iteration)
-        _atomic_save(ckpt, state_dir / name)
-        written[name] = camels.sha256sum(state_dir / name)
-        _place(state_dir / name, checkpoint_dir / name)
-
-    # Metrics accumulate next to the state (the declared copy is deleted by the workflow
-    # before a rerun); rows past the resumed iteration are dropped, then copied out.
-    metrics_state = state_dir / "metrics.jsonl"
-    metrics = None
-    if is_main:
-        rows = metrics_state.read_text().splitlines() if (start and metrics_state.exists()) else []
-        rows = [r for r in rows if json.loads(r)["iteration"] <= start]
-        metrics_state.parent.mkdir(parents=True, exist_ok=True)
-        metrics_state.write_text("".join(r + "\n" for r in rows))
-        metrics = open(metrics_state, "a")
-
-    def publish_metrics():
-        if is_main:
-            metrics.flush()
-            _place(metrics_state, metrics_path)
-
-    bar = tqdm(total=settings.iterations, initial=start, desc=stage, unit="it", disable=not (progress and is_main))
-    t_last, n_last, loss_acc, n_acc = time.perf_counter(), start, 0.0, 0
-    it = start
-    try:
-        with _StopFlag() as stop:
-            model.train()
-            for it in range(start + 1, settings.iterations + 1):
-                # the same global batch on every rank; each takes its slice
-                idx = torch.randint(len(x_all), (settings.batch_size,), generator=gen)
-                ops = torch.randint(8, (settings.batch_size,), generator=gen)
-                t, weights = sampler.sample(settings.batch_size, generator=gen)
-                noise = torch.randn((settings.batch_size, *x_all.shape[1:]), generator=gen)
-                sl = slice(rank * per_rank, (rank + 1) * per_rank)
-                x0 = dihedral(x_all[idx[sl]], ops[sl]).to(device)
-                cond = p_all[idx[sl]].to(device)
-                if device.type == "cuda":
-                    x0 = x0.contiguous(memory_format=torch.channels_last)
-                with protocol.precision(device, settings.precision):
-                    losses = diffusion.training_losses(net, x0, cond, t=t[sl].to(device), noise=noise[sl].to(device))
-                loss = (losses.float() * weights[sl].to(device)).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if settings.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                protocol.ema_step(ema, model, settings.ema_decay, protocol.ema_action(it, settings.ema_start, settings.ema_every))
-
-                loss_val = loss.detach()
-                if distributed:
-                    dist.all_reduce(loss_val)
-                    loss_val /= world
-                if not torch.isfinite(loss_val):
-                    raise Diverged(f"training loss is {float(loss_val)} at iteration {it}: check the prepared maps "
-                                   "(finite normalisation) or lower the learning rate; nothing was saved for it")
-                loss_acc += float(loss_val)
-                n_acc += 1
-                bar.update(1)
-                if is_main and (it % settings.log_every == 0 or it == settings.iterations):
-                    now = time.perf_counter()
-                    ips = (it - n_last) * settings.batch_size / (now - t_last)
-                    row = {"iteration": it, "loss": loss_acc / n_acc, "lr": scheduler.get_last_lr()[0], "images_per_s": ips}
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{ips:.1f}")
-                    t_last, n_last, loss_acc, n_acc = now, it, 0.0, 0
-                if it in ckpt_its:
-                    write_checkpoint(it, float(loss_val))
-                    save_state(it)
-                    publish_metrics()
-
-                stopping = stop.raised is not None or (stop_after is not None and it - start >= stop_after)
-                if distributed:
-                    flag = torch.tensor([1.0 if stopping else 0.0], device=device)
-                    dist.all_reduce(flag)
-                    stopping = bool(flag.item())
-                if stopping and it < settings.iterations:
-                    save_state(it)
-                    publish_metrics()
-                    raise Interrupted(f"stopped by {stop.raised or 'stop_after'} at iteration {it}; state saved to {state_path}")
-        publish_metrics()
-    finally:
-        bar.close()
-        if metrics:
-            metrics.close()
-    return [checkpoint_dir / checkpoint_name(i) for i in ckpt_its]
+    loop = TrainLoop(data_path, model_config, diffusion_config, settings, checkpoint_dir, state_dir, metrics_path,
+                     init_from=init_from, normalisation=normalisation, stage=stage, progress=progress)
+    return loop.run(stop_after)

@@ -75,9 +75,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cosmology import PRIOR
+
 __all__ = ["CONDITIONINGS", "HEADS", "PeriodicDownsample", "PeriodicUpsample", "UNet", "count_parameters", "scale_params"]
 
-DEFAULT_PARAM_BOUNDS = ((0.1, 0.5), (0.6, 1.0))  # CAMELS LH prior: Omega_m, sigma_8
+DEFAULT_PARAM_BOUNDS = (PRIOR["omega_m"], PRIOR["sigma_8"])  # the CAMELS LH prior of Omega_m, sigma_8
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -255,6 +257,44 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([args.sin(), args.cos()], dim=-1)
 
 
+def _checked_args(in_channels, base_channels, channel_mults, num_res_blocks, attention, groups, time_dim, n_params,
+                  param_bounds, dropout, attention_heads, attention_head_dim, conditioning, head):
+    """ValueError (what to change) for invalid UNet arguments; else (channel_mults as ints,
+    one attention flag per level, the width of each level, param_bounds as float pairs)."""
+    channel_mults = tuple(int(m) for m in channel_mults)
+    if not channel_mults or min(channel_mults) < 1:
+        raise ValueError(f"channel_mults must be a non-empty list of positive integers, got {channel_mults}")
+    levels = len(channel_mults)
+    if isinstance(attention, bool):
+        attention = (attention,) * levels
+    attention = tuple(bool(a) for a in attention)
+    if len(attention) != levels:
+        raise ValueError(f"attention needs one flag per level ({levels}), got {len(attention)}: {attention}")
+    if int(in_channels) < 1 or int(base_channels) < 1 or int(num_res_blocks) < 1:
+        raise ValueError("in_channels, base_channels and num_res_blocks must be positive integers")
+    widths = [int(base_channels) * m for m in channel_mults]
+    if int(groups) < 1 or any(w % int(groups) for w in widths):
+        raise ValueError(f"groups={groups} must divide every level's width {widths}")
+    if int(time_dim) < 4:
+        raise ValueError(f"time_dim must be at least 4, got {time_dim}")
+    if int(n_params) < 1:
+        raise ValueError(f"n_params must be at least 1, got {n_params}")
+    param_bounds = tuple((float(lo), float(hi)) for lo, hi in param_bounds)
+    if len(param_bounds) != int(n_params):
+        raise ValueError(f"param_bounds needs {n_params} (low, high) pairs, got {len(param_bounds)}")
+    if not all(math.isfinite(lo) and math.isfinite(hi) and lo < hi for lo, hi in param_bounds):
+        raise ValueError(f"param_bounds must be finite (low, high) pairs with low < high, got {param_bounds}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if int(attention_heads) < 1 or int(attention_head_dim) < 1:
+        raise ValueError("attention_heads and attention_head_dim must be positive integers")
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    return channel_mults, attention, widths, param_bounds
+
+
 class UNet(nn.Module):
     """Periodic U-Net eps(x, t, theta) for maps of a periodic box, conditioned on cosmology.
 
@@ -279,7 +319,7 @@ class UNet(nn.Module):
         groups=8,  # GroupNorm groups in the ResNet blocks and the output head; must divide every width.
         time_dim=256,  # Width of the time (+ parameter) embedding; the sinusoid has 2 * max(2, time_dim // 8) features.
         n_params=2,  # Number of conditioning parameters (Omega_m, sigma_8).
-        param_bounds=((0.1, 0.5), (0.6, 1.0)),  # Prior (low, high) per parameter: min-max scaled to [0, 1].
+        param_bounds=DEFAULT_PARAM_BOUNDS,  # Prior (low, high) per parameter: min-max scaled to [0, 1].
         dropout=0.0,  # Dropout probability before the second convolution of every ResNet block.
         attention_heads=4,  # Heads of both attentions.
         attention_head_dim=32,  # Width of one head (hidden width = heads * head_dim).
@@ -287,38 +327,10 @@ class UNet(nn.Module):
         head="ours",  # End of the up path and output head: "ours" or "authors" (their exact network); see HEADS.
     ):
         super().__init__()
-        channel_mults = tuple(int(m) for m in channel_mults)
-        if not channel_mults or min(channel_mults) < 1:
-            raise ValueError(f"channel_mults must be a non-empty list of positive integers, got {channel_mults}")
+        channel_mults, attention, widths, param_bounds = _checked_args(
+            in_channels, base_channels, channel_mults, num_res_blocks, attention, groups, time_dim, n_params,
+            param_bounds, dropout, attention_heads, attention_head_dim, conditioning, head)
         levels = len(channel_mults)
-        if isinstance(attention, bool):
-            attention = (attention,) * levels
-        attention = tuple(bool(a) for a in attention)
-        if len(attention) != levels:
-            raise ValueError(f"attention needs one flag per level ({levels}), got {len(attention)}: {attention}")
-        if int(in_channels) < 1 or int(base_channels) < 1 or int(num_res_blocks) < 1:
-            raise ValueError("in_channels, base_channels and num_res_blocks must be positive integers")
-        widths = [int(base_channels) * m for m in channel_mults]
-        if int(groups) < 1 or any(w % int(groups) for w in widths):
-            raise ValueError(f"groups={groups} must divide every level's width {widths}")
-        if int(time_dim) < 4:
-            raise ValueError(f"time_dim must be at least 4, got {time_dim}")
-        if int(n_params) < 1:
-            raise ValueError(f"n_params must be at least 1, got {n_params}")
-        param_bounds = tuple((float(lo), float(hi)) for lo, hi in param_bounds)
-        if len(param_bounds) != int(n_params):
-            raise ValueError(f"param_bounds needs {n_params} (low, high) pairs, got {len(param_bounds)}")
-        if not all(math.isfinite(lo) and math.isfinite(hi) and lo < hi for lo, hi in param_bounds):
-            raise ValueError(f"param_bounds must be finite (low, high) pairs with low < high, got {param_bounds}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if int(attention_heads) < 1 or int(attention_head_dim) < 1:
-            raise ValueError("attention_heads and attention_head_dim must be positive integers")
-        if conditioning not in CONDITIONINGS:
-            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-
         self._config = {
             "in_channels": int(in_channels),
             "base_channels": int(base_channels),
@@ -342,7 +354,23 @@ class UNet(nn.Module):
         self.downsampling_factor = 2 ** (levels - 1)
         time_dim, groups, heads, head_dim = int(time_dim), int(groups), int(attention_heads), int(attention_head_dim)
 
-        # embeddings
+        def block(c_in, c_out):
+            return ResBlock(c_in, c_out, time_dim, self.n_params, groups, float(dropout), conditioning, head == "authors")
+
+        def lin_attn(c, flag):
+            return LinearAttention(c, heads, head_dim) if flag else None
+
+        # the modules are created in this order (it fixes the seeded initial weights and the
+        # state_dict): embeddings, down path, bottleneck, up path, output head
+        self._build_embeddings(time_dim)
+        c = self._build_down(widths, attention, int(num_res_blocks), block, lin_attn)
+        self._build_mid(c, mid_attention, heads, head_dim, block)
+        self.head = head
+        c = self._build_up(c, widths, attention, int(num_res_blocks), block, lin_attn)
+        self._build_head(c, groups, block)
+
+    def _build_embeddings(self, time_dim):
+        """Sinusoidal time embedding + MLP, and the MLP of the scaled parameters."""
         n_freq = max(2, time_dim // 8)
         self.time_embed = SinusoidalEmbedding(n_freq)
         self.time_mlp = nn.Sequential(nn.Linear(2 * n_freq, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim))
@@ -350,42 +378,46 @@ class UNet(nn.Module):
             nn.Linear(self.n_params, 5 * self.n_params), nn.GELU(), nn.Linear(5 * self.n_params, time_dim)
         )
 
-        def block(c_in, c_out):
-            return ResBlock(c_in, c_out, time_dim, self.n_params, groups, float(dropout), conditioning, head == "authors")
-
-        def lin_attn(c, flag):
-            return LinearAttention(c, heads, head_dim) if flag else None
-
-        # down path: level i keeps widths[i]; its output (after attention) is the skip of level i
+    def _build_down(self, widths, attention, num_res_blocks, block, lin_attn):
+        """Down path: level i keeps widths[i]; its output (after attention) is the skip of
+        level i. Returns the width at the bottom."""
+        levels = len(widths)
         self.down = nn.ModuleList()
         c = self.in_channels
         for i, w in enumerate(widths):
-            blocks = [block(c if j == 0 else w, w) for j in range(int(num_res_blocks))]
+            blocks = [block(c if j == 0 else w, w) for j in range(num_res_blocks)]
             down = PeriodicDownsample(w, w) if i < levels - 1 else None
             self.down.append(_Level(blocks, lin_attn(w, attention[i]), down))
             c = w
+        return c
 
-        # bottleneck at N / 2**(levels-1)
+    def _build_mid(self, c, mid_attention, heads, head_dim, block):
+        """Bottleneck at N / 2**(levels-1): ResNet block, full attention, ResNet block."""
         self.mid_block1 = block(c, c)
         self.mid_attn = SelfAttention(c, heads, head_dim) if mid_attention else None
         self.mid_block2 = block(c, c)
 
-        # up path, at resolution N / 2**i: concatenate the skip of level i, ResNet blocks to the
-        # width of the next finer level (the authors' channel flow), attention, upsample
+    def _build_up(self, c, widths, attention, num_res_blocks, block, lin_attn):
+        """Up path, at resolution N / 2**i: concatenate the skip of level i, ResNet blocks to
+        the width of the next finer level (the authors' channel flow), attention, upsample.
+        Returns the width at the top."""
+        levels = len(widths)
         self.up = nn.ModuleList()
-        self.head = head
-        for i in reversed(range(0 if head == "ours" else 1, levels)):
+        for i in reversed(range(0 if self.head == "ours" else 1, levels)):
             w = widths[max(i - 1, 0)]
-            blocks = [block(c + widths[i] if j == 0 else w, w) for j in range(int(num_res_blocks))]
+            blocks = [block(c + widths[i] if j == 0 else w, w) for j in range(num_res_blocks)]
             up = PeriodicUpsample(w, w) if i > 0 else None
             self.up.append(_Level(blocks, lin_attn(w, attention[i]), up))
             c = w
+        return c
 
-        if head == "authors":  # one ResNet block, then a 1x1 convolution
+    def _build_head(self, c, groups, block):
+        """Output head: the authors' ResNet block + 1x1 convolution, or ours, GroupNorm -> SiLU
+        -> circular 3x3 convolution, zero-initialised (the untrained network predicts 0)."""
+        if self.head == "authors":  # one ResNet block, then a 1x1 convolution
             self.out_block = block(c, c)
             self.out_conv = nn.Conv2d(c, self.in_channels, 1)
             return
-        # output head, zero-initialised: the untrained network predicts 0
         self.out_norm = nn.GroupNorm(groups, c)
         self.out_conv = _conv3x3(c, self.in_channels)
         nn.init.zeros_(self.out_conv.weight)

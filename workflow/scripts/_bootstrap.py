@@ -17,6 +17,23 @@ def setup_logging():
     return logging.getLogger(Path(sys.argv[0]).stem)
 
 
+def set_threads(threads):
+    """Limit torch to ``threads`` CPU threads (the rule's `threads`); 0 keeps torch's default
+    (torch is then not imported here)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def setup(threads=0):
+    """The preamble of a script: log to stderr, and set torch's CPU threads (``--threads``;
+    0: torch's default). Returns the script's logger."""
+    log = setup_logging()
+    set_threads(threads)
+    return log
+
+
 def run(main):
     """Exit with ``main()``'s status; a user error (ValueError, OSError: bad input files or
     options) is logged as one line that says what to fix, without a traceback, status 1."""

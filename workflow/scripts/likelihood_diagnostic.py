@@ -24,9 +24,8 @@ def main(argv=None):
     ap.add_argument("--excess", required=True, type=Path, help="output .csv: per field, t band and k band")
     ap.add_argument("--figure", required=True, type=Path, help="output .png (and .pdf beside it)")
     args = ap.parse_args(argv)
-    log = _bootstrap.setup_logging()
+    log = _bootstrap.setup(args.threads)
     import pandas as pd
-    import torch
     from tqdm.auto import tqdm
 
     from cosmodiff import plots
@@ -35,8 +34,6 @@ def main(argv=None):
     from cosmodiff.inference import WienerOracle, exact_log10_potential
     from cosmodiff.prepare import inference_field
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     ex = json.loads(args.exact)
     emu = Emulator.from_checkpoint(json.loads(args.selection.read_text())["checkpoint"])
     oracle = WienerOracle(emu.diffusion, emu.normalisation, native_resolution=ex["native_resolution"], method=ex["method"])

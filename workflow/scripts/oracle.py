@@ -28,9 +28,9 @@ def main(argv=None):
     log = _bootstrap.setup_logging()
     from cosmodiff import inference, plots
     from cosmodiff.prepare import inference_field, read_normalisation
-    from cosmodiff.train import diffusion_from_config
+    from cosmodiff.diffusion import GaussianDiffusion
 
-    diffusion = diffusion_from_config(json.loads(args.diffusion))
+    diffusion = GaussianDiffusion.from_config(json.loads(args.diffusion))
     s, o, ex = json.loads(args.inference), json.loads(args.oracle), json.loads(args.exact)
     normalisation = read_normalisation(args.norm)
     rows, posts, truths = [], [], []

@@ -29,7 +29,7 @@ def _data_counts(path):
 
 
 def _n_parameters(checkpoint):
-    from cosmodiff.train import load_checkpoint
+    from cosmodiff.checkpoint import load_checkpoint
     from cosmodiff.unet import UNet, count_parameters
 
     return count_parameters(UNet.from_config(load_checkpoint(checkpoint)["model_config"]))

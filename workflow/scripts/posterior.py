@@ -20,15 +20,13 @@ def main(argv=None):
     ap.add_argument("--out", required=True, type=Path, help="posterior grid .h5")
     ap.add_argument("--summary", required=True, type=Path, help="summary row .json")
     args = ap.parse_args(argv)
-    log = _bootstrap.setup_logging()
+    log = _bootstrap.setup(args.threads)
     import torch
 
     from cosmodiff import inference
     from cosmodiff.emulator import Emulator
     from cosmodiff.prepare import inference_field
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     s = json.loads(args.settings)
     checkpoint = json.loads(args.selection.read_text())["checkpoint"]
     emu = Emulator.from_checkpoint(checkpoint, weights=s["weights"])

@@ -20,11 +20,7 @@ def main(argv=None):
     ap.add_argument("--points", default="[]", help="JSON list of extra [Omega_m, sigma_8]")
     ap.add_argument("--out", required=True, type=Path, help="samples .h5")
     args = ap.parse_args(argv)
-    log = _bootstrap.setup_logging()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    log = _bootstrap.setup(args.threads)
     checkpoint = json.loads(args.selection.read_text())["checkpoint"]
     emu = Emulator.from_checkpoint(checkpoint, weights=args.weights, precision=args.precision)
     sims = choose_points(args.data, args.n_points, args.seed, split="test")

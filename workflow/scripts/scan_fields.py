@@ -20,16 +20,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", required=True, type=Path, help="output .csv, a row per field")
     args = ap.parse_args(argv)
-    log = _bootstrap.setup_logging()
+    log = _bootstrap.setup(args.threads)
     import pandas as pd
-    import torch
 
     from cosmodiff.diagnostics import posterior_metrics, scan_against_exact
     from cosmodiff.emulator import Emulator
     from cosmodiff.inference import WienerOracle
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint
     if checkpoint.suffix == ".json":
         checkpoint = Path(json.loads(checkpoint.read_text())["checkpoint"])

@@ -35,11 +35,7 @@ def main(argv=None):
     ap.add_argument("--loss-figure", required=True, type=Path, help="loss curve .png (+ .pdf)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch default)")
     args = ap.parse_args(argv)
-    log = _bootstrap.setup_logging()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    log = _bootstrap.setup(args.threads)
     normalisation = read_normalisation(args.norm_data)
     if args.init_selection:
         args.init = Path(json.loads(args.init_selection.read_text())["checkpoint"])

@@ -19,11 +19,7 @@ def main(argv=None):
     ap.add_argument("--fiducial", default="null", help="JSON: null or [Omega_m, sigma_8] whose nearest simulation is a point")
     ap.add_argument("--out", required=True, type=Path, help="table .csv")
     args = ap.parse_args(argv)
-    log = _bootstrap.setup_logging()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    log = _bootstrap.setup(args.threads)
     t0 = time.perf_counter()
     emu = Emulator.from_checkpoint(args.checkpoint, weights=args.weights, precision=args.precision)
     sims = choose_points(args.data, args.n_points, args.seed, fiducial=json.loads(args.fiducial))

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT / "workflow"))
 import pandas as pd  # noqa: E402
 
 from cosmodiff import plots  # noqa: E402
-from cosmodiff.diffusion import DDIM_SPACINGS  # noqa: E402
 from cosmodiff.emulator import Emulator  # noqa: E402
+from cosmodiff.sampling import DDIM_SPACINGS  # noqa: E402
 from cosmodiff.validation import choose_points, validate  # noqa: E402
 
 

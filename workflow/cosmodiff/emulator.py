@@ -21,8 +21,7 @@ from .cosmology import BOX_SIZE, MAP_UNITS, PARAM_NAMES
 from .prepare import normalise
 from .protocol import PRECISIONS, WEIGHTS
 from .protocol import precision as precision_context
-
-SAMPLERS = ("ancestral", "ddim", "dpm2m")
+from .sampling import SAMPLERS
 
 
 class Emulator:
@@ -119,12 +118,13 @@ class Emulator:
                      network then produces log-densities tens of dex off without the clamp.
         progress:    show a progress bar over the denoising steps.
         spacing:     timestep grid of ddim / dpm2m, "linear", "quadratic" or "edm"
-                     (:meth:`cosmodiff.diffusion.GaussianDiffusion.ddim_timesteps`).
+                     (:func:`cosmodiff.sampling.ddim_timesteps`).
         """
         if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
         res = int(resolution or self.resolution)
         clamp = 1.0 if clip else None
+        options = {} if sampler == "ancestral" else {"steps": steps, "spacing": spacing}
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         out = []
         for start in range(0, n, batch_size):
@@ -132,12 +132,8 @@ class Emulator:
             cond = torch.tensor([[omega_m, sigma_8]] * b, dtype=torch.float32, device=self.device)
             shape = (b, 1, res, res)
             with precision_context(self.device, self.precision):
-                if sampler == "ancestral":
-                    x = self.diffusion.sample(self.model, shape, cond, generator=gen, progress=progress, device=self.device, clip=clamp)
-                else:
-                    solve = self.diffusion.ddim_sample if sampler == "ddim" else self.diffusion.dpm_solver_sample
-                    x = solve(self.model, shape, cond, steps=steps, spacing=spacing, generator=gen, progress=progress,
-                              device=self.device, clip=clamp)
+                x = SAMPLERS[sampler](self.diffusion, self.model, shape, cond, **options, generator=gen, progress=progress,
+                                      device=self.device, clip=clamp)
             out.append(x.float().cpu().numpy()[:, 0])
         return self.to_log10(np.concatenate(out)).astype(np.float32)
 

@@ -33,9 +33,8 @@ def add_sampler_args(ap):
     sample): each rule passes them from its config section through `cli()`."""
     ap.add_argument("--n-points", type=int, required=True, help="simulations whose parameters are emulated")
     ap.add_argument("--n-samples", type=int, required=True, help="generated maps per point")
-    from cosmodiff.diffusion import DDIM_SPACINGS
-    from cosmodiff.emulator import SAMPLERS
     from cosmodiff.protocol import PRECISIONS, WEIGHTS
+    from cosmodiff.sampling import DDIM_SPACINGS, SAMPLERS
 
     ap.add_argument("--sampler", required=True, choices=SAMPLERS)
     ap.add_argument("--steps", type=int, required=True, help="ddim / dpm2m steps (network evaluations per map)")

@@ -12,16 +12,24 @@ schedule. A *model* is any callable ``model(x_t, t, cond) -> output`` as in
 ``sampling.sampler``), ``python -m cosmodiff sample --sampler`` and the benchmarks to the
 functions; :data:`DDIM_SPACINGS` lists the timestep grids (``spacing``). Every sampler
 returns the batch at t = 0 as a tensor; none adds noise at the last step.
+
+:class:`SamplerSettings` is one of those config sections, checked once, and the one place
+that turns it into the keyword arguments of the calls that generate maps
+(:meth:`cosmodiff.emulator.Emulator.from_checkpoint`, a sampler of :data:`SAMPLERS`).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .diffusion import _clamp, _progress, _randn
+from .protocol import PRECISIONS, WEIGHTS
 
 #: Timestep grids of the DDIM and DPM-Solver samplers (see :func:`ddim_timesteps`).
 DDIM_SPACINGS = ("linear", "quadratic", "edm")
@@ -209,9 +217,119 @@ SAMPLERS = {
 }
 
 
+# --------------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How maps are generated: config ``validation`` (less ``select_by``, which only
+    select_checkpoint reads) or ``sampling``, which the rules hand to their scripts as one
+    ``--settings`` JSON; ``python -m cosmodiff sample`` builds one from its options. Checked
+    on construction. The defaults (DDIM, 50 steps on the linear grid, clamped, EMA weights,
+    bf16) are what :meth:`cosmodiff.emulator.Emulator.sample` uses without settings.
+
+    sampler:     a name of :data:`SAMPLERS`: "ancestral" (DDPM, T network evaluations per
+                 map), "ddim" (deterministic, ``steps`` evaluations) or "dpm2m"
+                 (DPM-Solver++(2M): the same ODE and calls as DDIM, second order).
+    steps:       ddim / dpm2m steps, the network evaluations per map (ignored by ancestral).
+    spacing:     timestep grid of ddim / dpm2m, one of :data:`DDIM_SPACINGS`
+                 (:func:`ddim_timesteps`).
+    clip:        clamp the denoised estimate x0_hat to [-1, 1], the range of the training
+                 maps after normalisation, at every step (as image DDPMs do). With the
+                 authors' schedule x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar)
+                 amplifies noise-prediction errors ~100 times at t ~ T; an under-trained
+                 network then produces log-densities tens of dex off without the clamp.
+    batch_size:  maps per network call.
+    seed:        base seed: of the choice of points, and point i's noise is seeded seed + i
+                 (so every checkpoint sees the same noise).
+    n_samples:   generated maps per point.
+    n_points:    simulations whose parameters are emulated.
+    weights:     the checkpoint's "ema" or "raw" weights.
+    precision:   "bf16" (autocast on CUDA) or "fp32" (TF32 matmuls, the authors'); see
+                 :func:`cosmodiff.protocol.precision`.
+    fiducial:    (validation) None, or (Omega_m, sigma_8) whose nearest simulation is always
+                 a point (:func:`cosmodiff.validation.choose_points`).
+    points:      (sampling) extra (Omega_m, sigma_8) points.
+    """
+
+    sampler: str = "ddim"
+    steps: int = 50
+    spacing: str = "linear"
+    clip: bool = True
+    batch_size: int = 16
+    seed: int = 0
+    n_samples: int = 16
+    n_points: int = 1
+    weights: str = "ema"
+    precision: str = "bf16"
+    fiducial: tuple | None = None
+    points: tuple = ()
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {tuple(SAMPLERS)}")
+        if self.spacing not in DDIM_SPACINGS:
+            raise ValueError(f"unknown DDIM spacing {self.spacing!r}; expected one of {DDIM_SPACINGS}")
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.clip, bool):
+            raise ValueError(f"clip must be true or false, got {self.clip!r}")
+        for name in ("steps", "batch_size", "seed", "n_samples", "n_points"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        for name in ("batch_size", "n_samples", "n_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.sampler != "ancestral" and self.steps < 2:
+            raise ValueError(f"{self.sampler} needs steps >= 2, got {self.steps}")
+        if self.fiducial is not None:
+            object.__setattr__(self, "fiducial", _point(self.fiducial, "fiducial"))
+        object.__setattr__(self, "points", tuple(_point(p, "points") for p in self.points))
+
+    @classmethod
+    def from_json(cls, text):
+        """From a config section as JSON (a rule's ``--settings``); unknown keys are an error."""
+        options = json.loads(text)
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown sampler settings {unknown}; expected some of {sorted(cls.__dataclass_fields__)}")
+        return cls(**options)
+
+    def emulator_kwargs(self):
+        """Keyword arguments of :meth:`cosmodiff.emulator.Emulator.from_checkpoint`."""
+        return {"weights": self.weights, "precision": self.precision}
+
+    def sampler_kwargs(self):
+        """Keyword arguments of ``SAMPLERS[self.sampler]``: the clamp of x0_hat (1.0, the
+        training range, or None) and, for ddim / dpm2m, steps and spacing."""
+        clip = 1.0 if self.clip else None
+        if self.sampler == "ancestral":
+            return {"clip": clip}
+        return {"steps": self.steps, "spacing": self.spacing, "clip": clip}
+
+    def attrs(self):
+        """The settings recorded with samples (:func:`cosmodiff.emulator.write_samples`)."""
+        return {"sampler": self.sampler, "steps": self.steps, "spacing": self.spacing, "seed": self.seed,
+                "clip": self.clip, "weights": self.weights, "precision": self.precision}
+
+
+def _point(value, name):
+    """An (Omega_m, sigma_8) pair as a tuple of two floats."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2 \
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{name}: expected [Omega_m, sigma_8], got {value!r}")
+    return tuple(float(v) for v in value)
+
+
 __all__ = [
     "DDIM_SPACINGS",
     "SAMPLERS",
+    "SamplerSettings",
     "ancestral_sample",
     "ddim_sample",
     "ddim_timesteps",

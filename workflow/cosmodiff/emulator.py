@@ -113,6 +113,8 @@ class Emulator:
         progress:    show a progress bar over the denoising steps.
         """
         settings = SamplerSettings() if settings is None else settings
+        if not isinstance(settings, SamplerSettings):
+            raise TypeError(f"settings must be a cosmodiff.sampling.SamplerSettings, got {settings!r}")
         seed = settings.seed if seed is None else seed
         solve, options = SAMPLERS[settings.sampler], settings.sampler_kwargs()
         res = int(resolution or self.resolution)

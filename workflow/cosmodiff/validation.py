@@ -120,6 +120,10 @@ def validate(emulator, data_path, sims, settings, *, split="val", progress=False
     """
     from tqdm.auto import tqdm
 
+    from .sampling import SamplerSettings
+
+    if not isinstance(settings, SamplerSettings):
+        raise TypeError(f"settings must be a cosmodiff.sampling.SamplerSettings, got {settings!r}")
     rows = []
     for i, sim in enumerate(tqdm(sims, desc="validation points", disable=not progress)):
         log_sim, (om, s8) = simulation_maps(data_path, sim, split)

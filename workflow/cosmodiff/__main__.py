@@ -125,11 +125,30 @@ def _positive(text):
     return value
 
 
+class _SamplingNames:
+    """argparse choices: the names of a :mod:`cosmodiff.sampling` registry (SAMPLERS,
+    DDIM_SPACINGS), read only when a value is checked or refused, so that the other commands
+    (check-config) do not import torch. Options using it need a metavar: argparse would
+    otherwise list the choices while the parser is built."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def _names(self):
+        from . import sampling
+
+        return list(getattr(sampling, self.registry))
+
+    def __contains__(self, name):
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="cosmodiff", description="Diffusion-model emulation and inference for CAMELS maps.")
     sub = ap.add_subparsers(dest="command", required=True)
-    from .sampling import DDIM_SPACINGS, SAMPLERS  # the names the workflow's config uses (imports torch)
-
     s = sub.add_parser("sample", help="generate maps at one (Omega_m, sigma_8)")
     s.add_argument("--checkpoint", required=True, help="a training checkpoint (.pt)")
     s.add_argument("--omega-m", type=float, required=True)
@@ -137,10 +156,10 @@ def main(argv=None):
     s.add_argument("-n", type=_positive, default=16, help="number of maps")
     s.add_argument("-o", "--output", required=True, help="output .h5 (maps in (Msun/h)/(Mpc/h)^2)")
     s.add_argument("--force", action="store_true", help="replace an existing output file")
-    s.add_argument("--sampler", choices=list(SAMPLERS), default="dpm2m",
+    s.add_argument("--sampler", choices=_SamplingNames("SAMPLERS"), default="dpm2m", metavar="SAMPLER",
                    help="ancestral (1000 network evaluations per map), ddim or dpm2m (DPM-Solver++(2M), second order)")
     s.add_argument("--steps", type=_positive, default=25, help="ddim / dpm2m steps")
-    s.add_argument("--spacing", choices=DDIM_SPACINGS, default="quadratic",
+    s.add_argument("--spacing", choices=_SamplingNames("DDIM_SPACINGS"), default="quadratic", metavar="GRID",
                    help="ddim / dpm2m timestep grid (quadratic: denser at small t, where log maps get their small scales)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=_positive, default=16)

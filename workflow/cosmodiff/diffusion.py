@@ -6,7 +6,8 @@ One object, :class:`GaussianDiffusion`, owns all of it (the shape of improved-di
 its schedule (ancestral, DDIM, DPM-Solver++(2M)) are free functions of it in
 :mod:`cosmodiff.sampling`. A *model* is any callable ``model(x_t, t, cond) -> output``
 with the shape of ``x_t``; ``t`` is a LongTensor (B,) of 0-based timesteps and ``cond``
-(B, 2 for the physical parameters, or None) is passed through untouched. What the output means is the diffusion's ``prediction``:
+(B, 2 for the physical parameters, or None) is passed through untouched. What the output
+means is the diffusion's ``prediction``:
 
 * ``"eps"`` (the authors'): the noise, eps_hat.
 * ``"v"`` (Salimans & Ho 2022): ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0``. Then

@@ -40,6 +40,7 @@ from cosmodiff import costs, inference, protocol  # noqa: E402
 from cosmodiff.config import load_config  # noqa: E402
 from cosmodiff.emulator import Emulator  # noqa: E402
 from cosmodiff.diffusion import GaussianDiffusion  # noqa: E402
+from cosmodiff.sampling import SamplerSettings  # noqa: E402
 from cosmodiff.unet import UNet, count_parameters  # noqa: E402
 
 #: dense bf16 peak, TFLOP/s, by a substring of torch.cuda.get_device_name() (first match)
@@ -134,7 +135,8 @@ def sampling_rows(cfg, diffusion, res, precision, steps, device):
              "samples_per_s": evals / diffusion.T, "peak_gb": peak_memory_gb(device)}]
     emu = Emulator(model, diffusion, (-1.0, 1.0), res, device, precision)
     dpm_steps = 25
-    seconds = timed(lambda: emu.sample(0.3, 0.8, batch, "dpm2m", dpm_steps, 0, batch, clip=False, spacing="quadratic"), device, 1)
+    settings = SamplerSettings(sampler="dpm2m", steps=dpm_steps, spacing="quadratic", clip=False, batch_size=batch, seed=0)
+    seconds = timed(lambda: emu.sample(0.3, 0.8, batch, settings), device, 1)
     rows.append({"what": "sample_dpm2m", "resolution": res, "batch": batch, "precision": precision,
                  "evals_per_s": batch * dpm_steps / seconds, "samples_per_s": batch / seconds, "peak_gb": peak_memory_gb(device)})
     return rows, evals

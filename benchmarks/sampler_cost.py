@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT / "workflow"))
 import pandas as pd  # noqa: E402
 
 from cosmodiff import plots  # noqa: E402
-from cosmodiff.diffusion import DDIM_SPACINGS  # noqa: E402
 from cosmodiff.emulator import Emulator  # noqa: E402
+from cosmodiff.sampling import DDIM_SPACINGS, SamplerSettings  # noqa: E402
 from cosmodiff.validation import choose_points, validate  # noqa: E402
 
 
@@ -52,8 +52,9 @@ def main():
     print(f"{'sampler':<10}{'spacing':<10}{'evals/map':>10}{'s/map':>9}" + "".join(f"{c:>17}" for c in cols))
     for sampler, steps, spacing in settings:
         t0 = time.perf_counter()
-        table = validate(emu, args.data, sims, args.samples, sampler, steps, args.seed,
-                         spacing="linear" if spacing == "-" else spacing)
+        grid = "linear" if spacing == "-" else spacing
+        table = validate(emu, args.data, sims, SamplerSettings(sampler=sampler, steps=steps, spacing=grid, seed=args.seed,
+                                                               n_samples=args.samples))
         sec = (time.perf_counter() - t0) / (len(sims) * args.samples)
         row = {"sampler": sampler, "spacing": spacing, "evaluations": emu.evaluations(sampler, steps), "seconds_per_map": sec,
                **table.drop(columns=["point", "sim", "omega_m", "sigma_8", "density_z"]).mean().to_dict(),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cosmodiff import sampling
 from cosmodiff.diffusion import (
     SCHEDULES,
     GaussianDiffusion,
@@ -339,28 +340,28 @@ def test_ancestral_sampling_moments_and_determinism():
     model, counter = _calls(optimal_model(d))
     B, shape = 256, (256, 1, 8, 8)
     cond = torch.tensor([[mu, s]] * B)
-    x = d.sample(model, shape, cond, generator=torch.Generator().manual_seed(0))
+    x = sampling.ancestral_sample(d, model, shape, cond, generator=torch.Generator().manual_seed(0))
     assert counter["n"] == T and x.shape == shape and x.dtype == torch.float32
     n = x.numel()
     assert x.mean().item() == pytest.approx(mu, abs=4 * s / math.sqrt(n))
     assert x.std().item() == pytest.approx(s, rel=0.03)
     small = (4, 1, 4, 4)
-    a = d.sample(model, small, cond[:4], generator=torch.Generator().manual_seed(5))
-    b = d.sample(model, small, cond[:4], generator=torch.Generator().manual_seed(5))
-    c = d.sample(model, small, cond[:4], generator=torch.Generator().manual_seed(6))
+    a = sampling.ancestral_sample(d, model, small, cond[:4], generator=torch.Generator().manual_seed(5))
+    b = sampling.ancestral_sample(d, model, small, cond[:4], generator=torch.Generator().manual_seed(5))
+    c = sampling.ancestral_sample(d, model, small, cond[:4], generator=torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_ddim_sampling_moments_spacing_and_determinism():
     mu, s = 0.3, 0.5
     d = GaussianDiffusion(make_betas("mudur"))
-    ts = d.ddim_timesteps(50)
+    ts = sampling.ddim_timesteps(d, 50)
     assert ts[0] == 0 and ts[-1] == T - 1 and len(np.unique(ts)) == 50
     assert set(np.diff(ts).tolist()) <= {20, 21}
     model, counter = _calls(optimal_model(d))
     B, shape = 1024, (1024, 1, 8, 8)
     cond = torch.tensor([[mu, s]] * B, dtype=torch.float64)
-    x = d.ddim_sample(model, shape, cond, steps=50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = sampling.ddim_sample(d, model, shape, cond, steps=50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert counter["n"] == 50 and x.dtype == torch.float64
     # deterministic DDIM maps x_T ~ N(0, 1) linearly for this toy: its exact output std
     abar, var = d.alphas_cumprod, 1.0
@@ -374,11 +375,11 @@ def test_ddim_sampling_moments_spacing_and_determinism():
     assert x.mean().item() == pytest.approx(mu, abs=4 * s / math.sqrt(n))
     assert x.std().item() == pytest.approx(math.sqrt(var), rel=0.02)
     assert x.std().item() == pytest.approx(s, rel=0.06)  # DDIM-50 is 4% narrow on this toy
-    a = d.ddim_sample(model, (4, 1, 4, 4), cond[:4], generator=torch.Generator().manual_seed(9))
-    b = d.ddim_sample(model, (4, 1, 4, 4), cond[:4], generator=torch.Generator().manual_seed(9))
+    a = sampling.ddim_sample(d, model, (4, 1, 4, 4), cond[:4], generator=torch.Generator().manual_seed(9))
+    b = sampling.ddim_sample(d, model, (4, 1, 4, 4), cond[:4], generator=torch.Generator().manual_seed(9))
     assert torch.equal(a, b)
     with pytest.raises(ValueError):
-        d.ddim_timesteps(1)
+        sampling.ddim_timesteps(d, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,7 +540,7 @@ def test_cuda_matches_cpu():
     cpu = d.nll_bound(model, x0, cond, timesteps=range(20))
     gpu = d.nll_bound(model, x0.cuda(), cond.cuda(), timesteps=range(20))
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-3)
-    x = d.ddim_sample(model, (2, 1, 8, 8), cond.cuda(), steps=10, generator=torch.Generator().manual_seed(0))
+    x = sampling.ddim_sample(d, model, (2, 1, 8, 8), cond.cuda(), steps=10, generator=torch.Generator().manual_seed(0))
     assert x.device.type == "cuda"
     loss = d.training_losses(model, x0.cuda(), cond.cuda())
     assert loss.device.type == "cuda" and loss.shape == (2,)
@@ -608,10 +609,10 @@ def test_bound_and_samplers_do_not_depend_on_the_parametrisation(prediction):
     ref = d_eps.nll_bound(eps_model, x0, cond, timesteps=ts, return_terms=True)
     got = d.nll_bound(model, x0, cond, timesteps=ts, return_terms=True)
     torch.testing.assert_close(got[1], ref[1], rtol=1e-9, atol=1e-9)
-    for sampler in ("ddim_sample", "sample"):
+    for sampler in ("ddim_sample", "ancestral_sample"):
         kw = {"steps": 10} if sampler == "ddim_sample" else {}
-        a = getattr(d_eps, sampler)(eps_model, (3, 1, 4, 4), cond, generator=torch.Generator().manual_seed(1), dtype=torch.float64, **kw)
-        b = getattr(d, sampler)(model, (3, 1, 4, 4), cond, generator=torch.Generator().manual_seed(1), dtype=torch.float64, **kw)
+        a = getattr(sampling, sampler)(d_eps, eps_model, (3, 1, 4, 4), cond, generator=torch.Generator().manual_seed(1), dtype=torch.float64, **kw)
+        b = getattr(sampling, sampler)(d, model, (3, 1, 4, 4), cond, generator=torch.Generator().manual_seed(1), dtype=torch.float64, **kw)
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
 
 
@@ -638,24 +639,24 @@ def test_v_loss_weights_noisy_timesteps_by_one_over_abar():
 
 
 def test_ddim_spacings_are_distinct_increasing_and_span_the_schedule():
-    from cosmodiff.diffusion import DDIM_SPACINGS
+    from cosmodiff.sampling import DDIM_SPACINGS
 
     d = GaussianDiffusion(make_betas("mudur"))
     for spacing in DDIM_SPACINGS:
         for steps in (2, 3, 10, 25, 50, 999, 1000):
-            ts = d.ddim_timesteps(steps, spacing)
+            ts = sampling.ddim_timesteps(d, steps, spacing)
             assert len(ts) == steps and ts[0] == 0 and ts[-1] == T - 1 and np.all(np.diff(ts) > 0), (spacing, steps)
     # quadratic, by hand: round(999 (i/9)^2)
-    assert d.ddim_timesteps(10, "quadratic").tolist() == [0, 12, 49, 111, 197, 308, 444, 604, 789, 999]
+    assert sampling.ddim_timesteps(d, 10, "quadratic").tolist() == [0, 12, 49, 111, 197, 308, 444, 604, 789, 999]
     # edm: each interior step is the timestep whose noise level sigma_t = sqrt((1 - abar)/abar)
     # is nearest (in log) to the grid uniform in sigma^(1/7)
     sigma = np.sqrt((1 - d.alphas_cumprod) / d.alphas_cumprod)
-    ts = d.ddim_timesteps(10, "edm")
+    ts = sampling.ddim_timesteps(d, 10, "edm")
     grid = (sigma[0] ** (1 / 7) + np.linspace(0, 1, 10) * (sigma[-1] ** (1 / 7) - sigma[0] ** (1 / 7))) ** 7
     for t, g in zip(ts[1:-1], grid[1:-1]):
         assert t == np.argmin(np.abs(np.log(sigma / g)))
     with pytest.raises(ValueError, match="unknown DDIM spacing 'cubic'"):
-        d.ddim_timesteps(10, "cubic")
+        sampling.ddim_timesteps(d, 10, "cubic")
 
 
 @pytest.mark.parametrize("spacing", ["linear", "quadratic", "edm"])
@@ -666,8 +667,8 @@ def test_ddim_output_std_on_any_grid_matches_the_closed_form(spacing):
     d = GaussianDiffusion(make_betas("mudur"))
     B, shape = 2048, (2048, 1, 8, 8)
     cond = torch.tensor([[mu, s]] * B, dtype=torch.float64)
-    x = d.ddim_sample(optimal_model(d), shape, cond, steps=10, spacing=spacing, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ts = d.ddim_timesteps(10, spacing)
+    x = sampling.ddim_sample(d, optimal_model(d), shape, cond, steps=10, spacing=spacing, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ts = sampling.ddim_timesteps(d, 10, spacing)
     abar, var = d.alphas_cumprod, 1.0
     for i, j in zip(ts[::-1], [*ts[::-1][1:], -1]):
         v_t = abar[i] * s**2 + 1 - abar[i]
@@ -684,7 +685,7 @@ def _gain_error(sampler, d, s, steps):
     of the output on x_T (exact for a linear map: no Monte Carlo error)."""
     cond = torch.tensor([[0.3, s]] * 64, dtype=torch.float64)
     shape = (64, 1, 4, 4)
-    x = getattr(d, sampler)(optimal_model(d), shape, cond, steps=steps, spacing="quadratic",
+    x = getattr(sampling, sampler)(d, optimal_model(d), shape, cond, steps=steps, spacing="quadratic",
                             generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     xc, zc = x - x.mean(), x_T - x_T.mean()
@@ -705,6 +706,6 @@ def test_dpm_solver_is_second_order_and_ddim_first_order():
     assert dpm[0] < ddim[0] / 2
     # with two steps both take the same first-order step, then return x0_hat
     cond = torch.tensor([[0.3, 0.15]] * 4, dtype=torch.float64)
-    a = d.ddim_sample(optimal_model(d), (4, 1, 4, 4), cond, steps=2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    b = d.dpm_solver_sample(optimal_model(d), (4, 1, 4, 4), cond, steps=2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    a = sampling.ddim_sample(d, optimal_model(d), (4, 1, 4, 4), cond, steps=2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    b = sampling.dpm_solver_sample(d, optimal_model(d), (4, 1, 4, 4), cond, steps=2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     torch.testing.assert_close(a, b)

@@ -11,6 +11,7 @@ import pytest
 
 from cosmodiff import prepare, synthetic, validation
 from cosmodiff.emulator import Emulator, read_samples, write_samples
+from cosmodiff.sampling import SamplerSettings
 from cosmodiff.train import TrainSettings, train
 
 MODEL = {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "attention": [False, True],
@@ -42,14 +43,14 @@ def test_normalisation_round_trip(trained):
 
 def test_samples_shape_seed_and_samplers(trained):
     emu = Emulator.from_checkpoint(trained[1])
-    a = emu.sample(0.3, 0.8, 5, sampler="ddim", steps=4, seed=3, batch_size=2)
-    b = emu.sample(0.3, 0.8, 5, sampler="ddim", steps=4, seed=3, batch_size=2)
+    a = emu.sample(0.3, 0.8, 5, SamplerSettings(sampler="ddim", steps=4, batch_size=2), seed=3)
+    b = emu.sample(0.3, 0.8, 5, SamplerSettings(sampler="ddim", steps=4, batch_size=2), seed=3)
     assert a.shape == (5, 16, 16) and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
-    assert emu.sample(0.3, 0.8, 2, sampler="ddim", steps=4, seed=3, resolution=32).shape == (2, 32, 32)
+    assert emu.sample(0.3, 0.8, 2, SamplerSettings(sampler="ddim", steps=4), seed=3, resolution=32).shape == (2, 32, 32)
     assert emu.evaluations("ancestral", 4) == 1000 and emu.evaluations("ddim", 4) == 4
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
-        emu.sample(0.3, 0.8, 1, sampler="euler")
+        emu.sample(0.3, 0.8, 1, SamplerSettings(sampler="euler"))
 
 
 def test_write_samples_units_and_attributes(tmp_path):
@@ -119,7 +120,7 @@ def test_validation_table(trained):
     assert sims == validation.choose_points(data, 2, seed=0) and len(set(sims)) == 2
     with h5py.File(data) as f:
         assert set(sims) <= set(f["val"]["sim"][:])
-    table = validation.validate(Emulator.from_checkpoint(ckpt), data, sims, n_samples=2, steps=3)
+    table = validation.validate(Emulator.from_checkpoint(ckpt), data, sims, SamplerSettings(n_samples=2, steps=3))
     assert list(table.columns) == validation.TABLE_COLUMNS and len(table) == 2
     assert np.isfinite(table[validation.STAT_COLUMNS].to_numpy()).all()
     with pytest.raises(ValueError, match="the val split has 2 simulations"):

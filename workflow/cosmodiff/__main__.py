@@ -19,16 +19,17 @@ def _sample(args):
     from .cosmology import check_in_prior
     from .emulator import Emulator, write_samples
     from .files import check_output
+    from .sampling import SamplerSettings
 
     check_in_prior(args.omega_m, args.sigma_8)
     check_output(args.output, [args.checkpoint], args.force)
-    emu = Emulator.from_checkpoint(args.checkpoint, device=args.device)
-    log_maps = emu.sample(args.omega_m, args.sigma_8, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                          batch_size=args.batch_size, resolution=args.resolution, clip=not args.no_clip, progress=True,
-                          spacing=args.spacing)
+    settings = SamplerSettings(sampler=args.sampler, steps=args.steps, spacing=args.spacing, clip=not args.no_clip,
+                               batch_size=args.batch_size, seed=args.seed, n_samples=args.n)
+    emu = Emulator.from_checkpoint(args.checkpoint, device=args.device, **settings.emulator_kwargs())
+    log_maps = emu.sample(args.omega_m, args.sigma_8, settings.n_samples, settings, resolution=args.resolution, progress=True)
     write_samples(args.output, log_maps[None], np.array([[args.omega_m, args.sigma_8]]), {
-        "checkpoint": str(args.checkpoint), "sampler": args.sampler, "steps": args.steps, "spacing": args.spacing,
-        "evaluations_per_map": emu.evaluations(args.sampler, args.steps), "seed": args.seed,
+        "checkpoint": str(args.checkpoint), **settings.attrs(),
+        "evaluations_per_map": emu.evaluations(settings.sampler, settings.steps),
     })
     print(f"wrote {args.n} maps of {log_maps.shape[-1]}^2 pixels at Omega_m={args.omega_m}, sigma_8={args.sigma_8} to {args.output}")
     return 0
@@ -124,6 +125,27 @@ def _positive(text):
     return value
 
 
+class _SamplingNames:
+    """argparse choices: the names of a :mod:`cosmodiff.sampling` registry (SAMPLERS,
+    DDIM_SPACINGS), read only when a value is checked or refused, so that the other commands
+    (check-config) do not import torch. Options using it need a metavar: argparse would
+    otherwise list the choices while the parser is built."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def _names(self):
+        from . import sampling
+
+        return list(getattr(sampling, self.registry))
+
+    def __contains__(self, name):
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="cosmodiff", description="Diffusion-model emulation and inference for CAMELS maps.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -134,10 +156,10 @@ def main(argv=None):
     s.add_argument("-n", type=_positive, default=16, help="number of maps")
     s.add_argument("-o", "--output", required=True, help="output .h5 (maps in (Msun/h)/(Mpc/h)^2)")
     s.add_argument("--force", action="store_true", help="replace an existing output file")
-    s.add_argument("--sampler", choices=["ancestral", "ddim", "dpm2m"], default="dpm2m",
+    s.add_argument("--sampler", choices=_SamplingNames("SAMPLERS"), default="dpm2m", metavar="SAMPLER",
                    help="ancestral (1000 network evaluations per map), ddim or dpm2m (DPM-Solver++(2M), second order)")
     s.add_argument("--steps", type=_positive, default=25, help="ddim / dpm2m steps")
-    s.add_argument("--spacing", choices=["linear", "quadratic", "edm"], default="quadratic",
+    s.add_argument("--spacing", choices=_SamplingNames("DDIM_SPACINGS"), default="quadratic", metavar="GRID",
                    help="ddim / dpm2m timestep grid (quadratic: denser at small t, where log maps get their small scales)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=_positive, default=16)

@@ -1,11 +1,13 @@
-"""The Gaussian diffusion process: schedule, forward noising, loss, posterior q, samplers and
-the per-timestep terms of the variational bound used as a likelihood.
+"""The Gaussian diffusion process: schedule, forward noising, loss, posterior q and the
+per-timestep terms of the variational bound used as a likelihood.
 
 One object, :class:`GaussianDiffusion`, owns all of it (the shape of improved-diffusion's
-``GaussianDiffusion``); it knows nothing of the network or of files. A *model* is any
-callable ``model(x_t, t, cond) -> output`` with the shape of ``x_t``; ``t`` is a LongTensor
-(B,) of 0-based timesteps and ``cond`` (B, 2 for the physical parameters, or None) is passed
-through untouched. What the output means is the diffusion's ``prediction``:
+``GaussianDiffusion``); it knows nothing of the network or of files. The samplers that walk
+its schedule (ancestral, DDIM, DPM-Solver++(2M)) are free functions of it in
+:mod:`cosmodiff.sampling`. A *model* is any callable ``model(x_t, t, cond) -> output``
+with the shape of ``x_t``; ``t`` is a LongTensor (B,) of 0-based timesteps and ``cond``
+(B, 2 for the physical parameters, or None) is passed through untouched. What the output
+means is the diffusion's ``prediction``:
 
 * ``"eps"`` (the authors'): the noise, eps_hat.
 * ``"v"`` (Salimans & Ho 2022): ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0``. Then
@@ -69,8 +71,6 @@ LOSSES = ("huber", "mse")
 MODEL_VARIANCES = ("fixedsmall", "fixedlarge")
 #: What the network predicts (see the module docstring).
 PREDICTIONS = ("eps", "v", "x0")
-#: Timestep grids of the DDIM sampler (see GaussianDiffusion.ddim_timesteps).
-DDIM_SPACINGS = ("linear", "quadratic", "edm")
 #: Timestep samplers understood by :func:`make_sampler`.
 SAMPLERS = ("uniform", "lowt")
 
@@ -278,7 +278,8 @@ def crn_noise(noise_seed, t, shape):
 
 
 class GaussianDiffusion:
-    """DDPM with fixed variances: training loss, samplers and variational-bound terms.
+    """DDPM with fixed variances: training loss, reverse-step moments and variational-bound
+    terms (the samplers are in :mod:`cosmodiff.sampling`).
 
     Attributes (float64 numpy arrays of length T, index t = 0..T-1): ``betas``, ``alphas``,
     ``alphas_cumprod`` (abar_t), ``alphas_cumprod_prev`` (abar_{t-1}, 1 at t = 0),
@@ -514,165 +515,6 @@ class GaussianDiffusion:
             loss = loss * torch.as_tensor(weights).to(loss)
         return loss
 
-    # ---------------------------------------------------------------- sampling
-
-    def _start(self, shape, cond, generator, device, dtype):
-        if device is None:
-            device = cond.device if isinstance(cond, torch.Tensor) else torch.device("cpu")
-        dtype = torch.get_default_dtype() if dtype is None else dtype
-        return _randn(shape, generator, device, dtype), torch.device(device), dtype
-
-    @torch.no_grad()
-    def sample(
-        self,
-        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
-        shape,              # Output shape (B, C, H, W).
-        cond,               # Conditioning (B, ...) passed to the model untouched, or None.
-        generator = None,   # torch.Generator for x_T and every step's noise (default: global RNG).
-        progress  = False,  # Show a tqdm progress bar.
-        device    = None,   # Device of the samples (default: cond's device, else CPU).
-        dtype     = None,   # dtype of the samples (default: torch's default dtype).
-        clip      = None,   # Clamp x0_hat at every step (see p_mean_variance); None: no clamp.
-    ):
-        """Ancestral DDPM sampling: x_{T-1} ~ N(0, I), then T network calls
-        ``x_{t-1} = mean + sqrt(var) z`` with the fixed model variance, no noise at t = 0."""
-        x, device, dtype = self._start(shape, cond, generator, device, dtype)
-        for i in _progress(range(self.T - 1, -1, -1), progress, "sampling"):
-            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-            mean, var, _, _ = self.p_mean_variance(model, x, t, cond, clip=clip)
-            if i > 0:
-                x = mean + var.sqrt() * _randn(shape, generator, device, dtype)
-            else:
-                x = mean
-        return x
-
-    def ddim_timesteps(
-        self,
-        steps,              # Number of timesteps (network calls), 2 <= steps <= T.
-        spacing = "linear", # "linear", "quadratic" or "edm" (see DDIM_SPACINGS and below).
-        rho     = 7.0,      # "edm": exponent of the noise-level grid (Karras et al. 2022 use 7).
-    ):
-        """The DDIM timesteps, increasing and distinct; both 0 and T-1 are included.
-
-        - ``"linear"``: ``round(linspace(0, T-1, steps))``: gaps of (T-1)/(steps-1) rounded
-          (20 or 21 for T = 1000, steps = 50).
-        - ``"quadratic"``: ``round((T-1) (i/(steps-1))^2)`` (Song et al. 2021): denser at small t.
-        - ``"edm"``: uniform in sigma^(1/rho), sigma_t = sqrt((1 - abar_t) / abar_t) the noise
-          level in units of the signal (Karras et al. 2022, eq. 5), mapped to the nearest
-          timesteps: most steps where the noise is small.
-
-        Where the data's variance is small next to the noise (log10 maps min-max scaled to
-        [-1, 1] have a pixel std of 0.15-0.2), all the structure is decided at small t
-        (abar_t = 0.98 at t = 56 with the authors' schedule), and a linear grid spends nearly
-        all its steps on pure noise: its last step jumps from t = 111 to 0 at steps = 10, and
-        x0_hat at t = 111 is a posterior mean that has lost the small scales.
-        """
-        steps = int(steps)
-        if not 2 <= steps <= self.T:
-            raise ValueError(f"steps must be in [2, T={self.T}], got {steps}")
-        if spacing == "linear":
-            return np.round(np.linspace(0, self.T - 1, steps)).astype(np.int64)
-        u = np.linspace(0.0, 1.0, steps)
-        if spacing == "quadratic":
-            ts = np.round((self.T - 1) * u**2).astype(np.int64)
-        elif spacing == "edm":
-            sigma = np.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)  # increasing in t
-            grid = (sigma[0] ** (1 / rho) + u * (sigma[-1] ** (1 / rho) - sigma[0] ** (1 / rho))) ** rho
-            ts = np.clip(np.searchsorted(sigma, grid), 0, self.T - 1)
-            below = np.clip(ts - 1, 0, self.T - 1)  # the nearest of the two neighbours, in log sigma
-            ts = np.where(np.abs(np.log(sigma[below] / grid)) < np.abs(np.log(sigma[ts] / grid)), below, ts).astype(np.int64)
-        else:
-            raise ValueError(f"unknown DDIM spacing {spacing!r}; expected one of {DDIM_SPACINGS}")
-        # distinct: push collisions at small t upwards, then keep T-1 last
-        for i in range(1, steps):
-            ts[i] = max(ts[i], ts[i - 1] + 1)
-        for i in range(steps - 1, 0, -1):
-            ts[i] = min(ts[i], self.T - 1 - (steps - 1 - i))
-            ts[i - 1] = min(ts[i - 1], ts[i] - 1)
-        ts[0], ts[-1] = 0, self.T - 1
-        return ts
-
-    @torch.no_grad()
-    def ddim_sample(
-        self,
-        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
-        shape,              # Output shape (B, C, H, W).
-        cond,               # Conditioning (B, ...) passed to the model untouched, or None.
-        steps     = 50,     # Number of network calls, on the timesteps of ddim_timesteps(steps, spacing).
-        spacing   = "linear",  # Timestep grid: "linear", "quadratic" or "edm" (see ddim_timesteps).
-        eta       = 0.0,    # Stochasticity: 0 deterministic DDIM, 1 DDPM-like variance.
-        generator = None,   # torch.Generator for x_T (and the noise when eta > 0).
-        progress  = False,  # Show a tqdm progress bar.
-        device    = None,   # Device of the samples (default: cond's device, else CPU).
-        dtype     = None,   # dtype of the samples (default: torch's default dtype).
-        clip      = None,   # Clamp x0_hat at every step (see p_mean_variance); None: no clamp.
-    ):
-        """DDIM (Song et al. 2021) on the strided timesteps of :meth:`ddim_timesteps`, from
-        x_{T-1} ~ N(0, I); the last call, at t = 0, returns x0_hat (abar_{-1} = 1)."""
-        x, device, dtype = self._start(shape, cond, generator, device, dtype)
-        ts = self.ddim_timesteps(steps, spacing)[::-1]
-        prev = np.append(ts[1:], -1)
-        for i, j in _progress(list(zip(ts, prev)), progress, "ddim"):
-            t = torch.full((shape[0],), int(i), device=device, dtype=torch.long)
-            eps, x0_hat = self.model_predictions(model, x, t, cond)
-            if clip is not None:
-                x0_hat = _clamp(x0_hat, clip)
-                eps = self.predict_eps(x, t, x0_hat)
-            if j < 0:
-                x = x0_hat
-                break
-            a_t, a_s = self.alphas_cumprod[i], self.alphas_cumprod[j]
-            sigma = eta * math.sqrt((1.0 - a_s) / (1.0 - a_t) * (1.0 - a_t / a_s))
-            x = math.sqrt(a_s) * x0_hat + math.sqrt(max(1.0 - a_s - sigma**2, 0.0)) * eps
-            if sigma > 0:
-                x = x + sigma * _randn(shape, generator, device, dtype)
-        return x
-
-    @torch.no_grad()
-    def dpm_solver_sample(
-        self,
-        model,              # Network model(x_t, t, cond) -> output (see ``prediction``).
-        shape,              # Output shape (B, C, H, W).
-        cond,               # Conditioning (B, ...) passed to the model untouched, or None.
-        steps     = 25,     # Number of network calls, on the timesteps of ddim_timesteps(steps, spacing).
-        spacing   = "quadratic",  # Timestep grid (see ddim_timesteps).
-        generator = None,   # torch.Generator for x_T.
-        progress  = False,  # Show a tqdm progress bar.
-        device    = None,   # Device of the samples (default: cond's device, else CPU).
-        dtype     = None,   # dtype of the samples (default: torch's default dtype).
-        clip      = None,   # Clamp x0_hat at every step (see p_mean_variance); None: no clamp.
-    ):
-        """DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, algorithm 2): the probability-flow
-        ODE solved in lambda = log(sqrt(abar) / sqrt(1 - abar)) with x0_hat extrapolated
-        linearly from the last two network calls; the same calls as DDIM, second order.
-
-        From t_{i-1} to t_i, with h_i = lambda_i - lambda_{i-1} and r_i = h_{i-1} / h_i:
-        ``x_i = (sigma_i / sigma_{i-1}) x_{i-1} - alpha_i (e^{-h_i} - 1) D_i``,
-        ``D_i = (1 + 1 / (2 r_i)) x0_hat_{i-1} - x0_hat_{i-2} / (2 r_i)`` (D = x0_hat_{i-1},
-        which is DDIM's step, for the first step). The last call, at t = 0, returns x0_hat as
-        DDIM does; with steps = 2 the two samplers coincide.
-        """
-        x, device, dtype = self._start(shape, cond, generator, device, dtype)
-        ts = self.ddim_timesteps(steps, spacing)[::-1]
-        alpha = np.sqrt(self.alphas_cumprod)
-        sigma = np.sqrt(1.0 - self.alphas_cumprod)
-        lam = np.log(alpha) - np.log(sigma)
-        prev_x0, prev_h = None, None
-        for k, i in enumerate(_progress(list(ts), progress, "dpm-solver++")):
-            t = torch.full((shape[0],), int(i), device=device, dtype=torch.long)
-            x0_hat = _clamp(self.model_predictions(model, x, t, cond)[1], clip)
-            if k == len(ts) - 1:
-                return x0_hat
-            j = int(ts[k + 1])
-            h = lam[j] - lam[i]
-            d = x0_hat
-            if prev_x0 is not None:
-                r = prev_h / h
-                d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * prev_x0
-            x = (sigma[j] / sigma[i]) * x - alpha[j] * math.expm1(-h) * d
-            prev_x0, prev_h = x0_hat, h
-        return x
-
     # ---------------------------------------------------------------- variational bound
 
     def prior_kl(self, x0):
@@ -762,7 +604,7 @@ class GaussianDiffusion:
 
 
 # --------------------------------------------------------------------------------------------
-# small helpers
+# small helpers (cosmodiff.sampling uses them too)
 # --------------------------------------------------------------------------------------------
 
 
@@ -790,7 +632,6 @@ def _progress(it, show, desc):
 
 
 __all__ = [
-    "DDIM_SPACINGS",
     "LOSSES",
     "MODEL_VARIANCES",
     "PREDICTIONS",

@@ -6,8 +6,9 @@ stores surface densities in (Msun/h)/(Mpc/h)^2 in HDF5 with the parameters and s
 settings as attributes. From Python::
 
     from cosmodiff.emulator import Emulator
+    from cosmodiff.sampling import SamplerSettings
     emu = Emulator.from_checkpoint("results/demo/models/finetune/ckpt_0000060.pt")
-    log_maps = emu.sample(0.3, 0.8, n=16, sampler="ddim", steps=50, seed=0)
+    log_maps = emu.sample(0.3, 0.8, n=16, settings=SamplerSettings(sampler="ddim", steps=50), seed=0)
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from .cosmology import BOX_SIZE, MAP_UNITS, PARAM_NAMES
 from .prepare import normalise
 from .protocol import PRECISIONS, WEIGHTS
 from .protocol import precision as precision_context
-
-SAMPLERS = ("ancestral", "ddim", "dpm2m")
+from .sampling import SAMPLERS, SamplerSettings
 
 
 class Emulator:
@@ -98,46 +98,34 @@ class Emulator:
         return None
 
     @torch.no_grad()
-    def sample(self, omega_m, sigma_8, n, sampler="ddim", steps=50, seed=0, batch_size=16, resolution=None, clip=True, progress=False,
-               spacing="linear"):
+    def sample(self, omega_m, sigma_8, n, settings=None, *, seed=None, resolution=None, progress=False):
         """n log10 maps (n, N, N) float32 at one parameter point.
 
         omega_m, sigma_8: the parameter point.
         n:           number of maps.
-        sampler:     "ancestral" (DDPM, T network evaluations per map), "ddim"
-                     (deterministic, ``steps`` evaluations) or "dpm2m" (DPM-Solver++(2M):
-                     the same ODE and calls as DDIM, second order).
-        steps:       DDIM / DPM-Solver steps (ignored by the ancestral sampler).
-        seed:        seed of the starting noise (and of the ancestral noise).
-        batch_size:  maps per network call.
+        settings:    :class:`cosmodiff.sampling.SamplerSettings`: the sampler, its steps and
+                     timestep grid, the clamp of x0_hat and the maps per network call
+                     (default ``SamplerSettings()``: DDIM, 50 steps on the linear grid, clamped).
+        seed:        seed of the starting noise (and of the ancestral noise); default
+                     ``settings.seed``.
         resolution:  output size (default: the training resolution; the network is fully
                      convolutional, any multiple of its downsampling factor works).
-        clip:        clamp the denoised estimate x0_hat to [-1, 1], the range of the training
-                     maps after normalisation, at every step (as image DDPMs do). With the
-                     authors' schedule x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar)
-                     amplifies noise-prediction errors ~100 times at t ~ T; an under-trained
-                     network then produces log-densities tens of dex off without the clamp.
         progress:    show a progress bar over the denoising steps.
-        spacing:     timestep grid of ddim / dpm2m, "linear", "quadratic" or "edm"
-                     (:meth:`cosmodiff.diffusion.GaussianDiffusion.ddim_timesteps`).
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        settings = SamplerSettings() if settings is None else settings
+        if not isinstance(settings, SamplerSettings):
+            raise TypeError(f"settings must be a cosmodiff.sampling.SamplerSettings, got {settings!r}")
+        seed = settings.seed if seed is None else seed
+        solve, options = SAMPLERS[settings.sampler], settings.sampler_kwargs()
         res = int(resolution or self.resolution)
-        clamp = 1.0 if clip else None
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         out = []
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
+        for start in range(0, n, settings.batch_size):
+            b = min(settings.batch_size, n - start)
             cond = torch.tensor([[omega_m, sigma_8]] * b, dtype=torch.float32, device=self.device)
             shape = (b, 1, res, res)
             with precision_context(self.device, self.precision):
-                if sampler == "ancestral":
-                    x = self.diffusion.sample(self.model, shape, cond, generator=gen, progress=progress, device=self.device, clip=clamp)
-                else:
-                    solve = self.diffusion.ddim_sample if sampler == "ddim" else self.diffusion.dpm_solver_sample
-                    x = solve(self.model, shape, cond, steps=steps, spacing=spacing, generator=gen, progress=progress,
-                              device=self.device, clip=clamp)
+                x = solve(self.diffusion, self.model, shape, cond, **options, generator=gen, progress=progress, device=self.device)
             out.append(x.float().cpu().numpy()[:, 0])
         return self.to_log10(np.concatenate(out)).astype(np.float32)
 

@@ -108,24 +108,26 @@ def point_statistics(log_gen, log_sim):
     return out
 
 
-def validate(emulator, data_path, sims, n_samples, sampler="ddim", steps=50, seed=0, batch_size=16, clip=True, split="val", progress=False,
-             spacing="linear"):
+def validate(emulator, data_path, sims, settings, *, split="val", progress=False):
     """The chi-squared table of one checkpoint (pandas DataFrame, one row per point).
 
     emulator:   :class:`cosmodiff.emulator.Emulator` of the checkpoint.
     data_path:  prepared file at the checkpoint's resolution.
     sims:       simulation indices of the validation points (see :func:`choose_points`).
-    n_samples:  generated maps per point (paper: 50).
-    sampler, steps, batch_size, clip, spacing: as :meth:`Emulator.sample`.
-    seed:       base seed; point i uses seed + i, so every checkpoint sees the same noise.
+    settings:   :class:`cosmodiff.sampling.SamplerSettings`: ``n_samples`` generated maps
+                per point (paper: 50) with its sampler (as :meth:`Emulator.sample`); point i
+                uses the seed ``settings.seed + i``, so every checkpoint sees the same noise.
     """
     from tqdm.auto import tqdm
 
+    from .sampling import SamplerSettings
+
+    if not isinstance(settings, SamplerSettings):
+        raise TypeError(f"settings must be a cosmodiff.sampling.SamplerSettings, got {settings!r}")
     rows = []
     for i, sim in enumerate(tqdm(sims, desc="validation points", disable=not progress)):
         log_sim, (om, s8) = simulation_maps(data_path, sim, split)
-        log_gen = emulator.sample(om, s8, n_samples, sampler=sampler, steps=steps, seed=seed + i, batch_size=batch_size, resolution=log_sim.shape[-1], clip=clip,
-                                  spacing=spacing)
+        log_gen = emulator.sample(om, s8, settings.n_samples, settings, seed=settings.seed + i, resolution=log_sim.shape[-1])
         rows.append({"point": i, "sim": int(sim), "omega_m": float(om), "sigma_8": float(s8), **point_statistics(log_gen, log_sim)})
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 

@@ -125,11 +125,10 @@ def finetune_init():
 STAGE_DATA = {"pretrain": LOW, "finetune": NATIVE}
 
 
-def validation_options():
-    """validate_checkpoint's options: config validation without select_by (which only
+def validation_settings():
+    """validate_checkpoint's --settings: config validation without select_by (which only
     select_checkpoint reads, so changing it does not regenerate the samples)."""
-    opts = {k: v for k, v in config["validation"].items() if k != "select_by"}
-    return {**opts, "clip": int(opts["clip"]), "fiducial": as_json(opts["fiducial"])}
+    return as_json({k: v for k, v in config["validation"].items() if k != "select_by"})
 
 
 def validation_tables(stage):

@@ -25,10 +25,10 @@ rule validate_checkpoint:
         runtime=6 * 60,
         mem_mb=16000,
     params:
-        options=cli(**validation_options()),
+        settings=validation_settings(),
     shell:
         "python {input.script} --checkpoint {input.checkpoint:q} --data {input.data:q}"
-        " {params.options} --threads {threads} --out {output:q} 2> {log:q}"
+        " --settings {params.settings:q} --threads {threads} --out {output:q} 2> {log:q}"
 
 
 rule select_checkpoint:
@@ -80,16 +80,10 @@ rule sample:
         runtime=6 * 60,
         mem_mb=16000,
     params:
-        options=cli(
-            **{
-                **config["sampling"],
-                "clip": int(config["sampling"]["clip"]),
-                "points": as_json(config["sampling"]["points"]),
-            }
-        ),
+        settings=as_json(config["sampling"]),
     shell:
         "python {input.script} --selection {input.selection:q} --data {input.data:q}"
-        " {params.options} --threads {threads} --out {output:q} 2> {log:q}"
+        " --settings {params.settings:q} --threads {threads} --out {output:q} 2> {log:q}"
 
 
 rule plot_emulation:

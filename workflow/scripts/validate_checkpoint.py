@@ -1,13 +1,13 @@
 """Chi-squared table of one checkpoint at the validation points (rule `validate_checkpoint`)."""
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import _bootstrap
 
 from cosmodiff.emulator import Emulator
+from cosmodiff.sampling import SamplerSettings
 from cosmodiff.validation import choose_points, validate
 
 
@@ -15,16 +15,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--checkpoint", required=True, type=Path)
     ap.add_argument("--data", required=True, type=Path, help="prepared .h5 at the checkpoint's resolution")
-    _bootstrap.add_sampler_args(ap)
-    ap.add_argument("--fiducial", default="null", help="JSON: null or [Omega_m, sigma_8] whose nearest simulation is a point")
+    ap.add_argument("--settings", required=True, help="JSON of config validation, less select_by (SamplerSettings)")
+    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", required=True, type=Path, help="table .csv")
     args = ap.parse_args(argv)
     log = _bootstrap.setup(args.threads)
+    settings = SamplerSettings.from_json(args.settings)
     t0 = time.perf_counter()
-    emu = Emulator.from_checkpoint(args.checkpoint, weights=args.weights, precision=args.precision)
-    sims = choose_points(args.data, args.n_points, args.seed, fiducial=json.loads(args.fiducial))
-    table = validate(emu, args.data, sims, args.n_samples, args.sampler, args.steps, args.seed, args.batch_size, clip=bool(args.clip), progress=True,
-                     spacing=args.spacing)
+    emu = Emulator.from_checkpoint(args.checkpoint, **settings.emulator_kwargs())
+    sims = choose_points(args.data, settings.n_points, settings.seed, fiducial=settings.fiducial)
+    table = validate(emu, args.data, sims, settings, progress=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     log.info("%s: mean chi2 %.3f (simulations %.3f), of the log field %.3f (%.3f), mean |density z| %.2f, %.1f s\n%s",

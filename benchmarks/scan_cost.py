@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +53,8 @@ def scans(emu, field, truth, s, authors_grid, index, exact_settings):
     """{name: (GridPosterior, seconds)} of one field (test field ``index``); ``s`` the
     config's InferenceSettings."""
     def potential(estimator):
-        options = {**s.potential_options(index), "estimator": estimator}
-        if estimator == "truncated":
-            options["n_noise"] = 1
-        return Potential.from_emulator(emu, field, **options, dtype=torch.float32)
+        settings = replace(s, estimator=estimator, **({"n_noise": 1} if estimator == "truncated" else {}))
+        return Potential.from_emulator(emu, field, **settings.potential_options(index), dtype=torch.float32)
 
     c2f = s.coarse_to_fine_options()
     runs = {

@@ -8,6 +8,7 @@ the library's default, and the authors' truncated sum) are compared: table and f
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import _bootstrap
@@ -40,13 +41,12 @@ def main(argv=None):
     rows, posts, truths = [], [], []
     for i in range(o["n_fields"]):
         field, truth, sim, _ = inference_field(args.data, i)
-        options = s.estimator_options(i)
         estimators = {
-            "full": {**options, "estimator": "full"},
+            "full": replace(s, estimator="full").estimator_options(i),
             # the library's default full estimator: 20 exact t with extra draws at the smallest
             # t, 80 strata (164 evaluations per theta)
-            "full, default": {"estimator": "full", "noise_seed": options["noise_seed"]},
-            "truncated": {**options, "estimator": "truncated", "n_noise": 1},
+            "full, default": InferenceSettings(estimator="full", noise_seed=s.noise_seed).estimator_options(i),
+            "truncated": replace(s, estimator="truncated", n_noise=1).estimator_options(i),
         }
         field_posts, field_rows = oracle_check(
             field, diffusion, normalisation, estimators, native_resolution=ex["native_resolution"], method=ex["method"],

@@ -9,6 +9,9 @@ Every potential is an object with ``potential(theta) -> U`` and an ``evaluations
   counts network evaluations.
 * :class:`ExactLog10Potential` (:func:`exact_log10_potential`): the exact likelihood of a
   prepared lognormal field; ``evaluations`` counts parameter points.
+
+(:class:`cosmodiff.inference.oracle.OracleBoundPotential`, the exact denoiser's bound without
+noise, is the third.)
 """
 
 from __future__ import annotations

@@ -185,7 +185,10 @@ class InferenceSettings:
 
 
 def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    """An integer, or a float with an integer value (as JSON Schema's "integer" allows)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
 
 
 def _is_number(value):

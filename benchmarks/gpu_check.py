@@ -36,11 +36,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from cosmodiff import costs, inference, protocol  # noqa: E402
+from cosmodiff import costs, protocol  # noqa: E402
 from cosmodiff.config import load_config  # noqa: E402
 from cosmodiff.emulator import Emulator  # noqa: E402
 from cosmodiff.diffusion import GaussianDiffusion  # noqa: E402
 from cosmodiff.sampling import SamplerSettings  # noqa: E402
+from cosmodiff.inference import InferenceSettings  # noqa: E402
+from cosmodiff.inference.potential import Potential  # noqa: E402
 from cosmodiff.unet import UNet, count_parameters  # noqa: E402
 
 #: dense bf16 peak, TFLOP/s, by a substring of torch.cuda.get_device_name() (first match)
@@ -144,12 +146,11 @@ def sampling_rows(cfg, diffusion, res, precision, steps, device):
 
 def bound_row(cfg, diffusion, res, device):
     """Network evaluations per second of the config's posterior (the workflow's float32)."""
-    s = cfg["inference"]
+    s = InferenceSettings.from_dict(cfg["inference"])
     model = UNet.from_config(cfg["model"]).to(device).eval()
     field = np.random.default_rng(0).normal(10.9, 0.5, (res, res))
-    pot = inference.Potential(model, diffusion, field, (9.4, 15.4), **inference.potential_options(s), batch_size=s["batch_size"],
-                              device=device, dtype=torch.float32)
-    n_theta = max(1, -(-s["batch_size"] // pot.evaluations_per_theta))  # at least one full batch
+    pot = Potential(model, diffusion, field, (9.4, 15.4), **s.potential_options(), device=device, dtype=torch.float32)
+    n_theta = max(1, -(-s.batch_size // pot.evaluations_per_theta))  # at least one full batch
     theta = np.column_stack([np.linspace(0.2, 0.4, n_theta), np.full(n_theta, 0.8)])
     reset_memory(device)
     pot(theta[:1])  # warm-up
@@ -158,7 +159,7 @@ def bound_row(cfg, diffusion, res, device):
     pot(theta)
     sync(device)
     evals = (pot.evaluations - before) / (time.perf_counter() - t0)
-    return {"what": "bound", "resolution": res, "batch": s["batch_size"], "precision": "fp32", "evals_per_s": evals,
+    return {"what": "bound", "resolution": res, "batch": s.batch_size, "precision": "fp32", "evals_per_s": evals,
             "peak_gb": peak_memory_gb(device)}
 
 

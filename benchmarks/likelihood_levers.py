@@ -35,7 +35,8 @@ import yaml  # noqa: E402
 
 from cosmodiff.diagnostics import PARAMS, TARGETS, posterior_metrics, scan_against_exact  # noqa: E402
 from cosmodiff.emulator import Emulator  # noqa: E402
-from cosmodiff.inference import WienerOracle  # noqa: E402
+from cosmodiff.inference import InferenceSettings  # noqa: E402
+from cosmodiff.inference.oracle import WienerOracle  # noqa: E402
 
 
 def main(argv=None):
@@ -46,7 +47,8 @@ def main(argv=None):
     ap.add_argument("--csv", type=Path, help="also write the table here")
     args = ap.parse_args(argv)
     cfg = yaml.safe_load(args.config.read_text())
-    s, stage = cfg["inference"], cfg["inference"]["stage"]
+    s = InferenceSettings.from_dict(cfg["inference"])
+    stage = s.stage
     res = cfg["prepare"]["low_resolution"] if stage == "pretrain" else cfg["data"]["resolution"]
     data = args.run / f"data/prepared_{res}.h5"
     exact = [args.run / f"inference/field_{i}_exact.h5" for i in range(args.fields)]

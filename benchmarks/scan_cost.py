@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,32 +39,34 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from cosmodiff import inference  # noqa: E402
+from cosmodiff.cosmology import PRIOR  # noqa: E402
 from cosmodiff.emulator import Emulator  # noqa: E402
+from cosmodiff.inference import InferenceSettings  # noqa: E402
+from cosmodiff.inference.grid import PARAMS, coarse_to_fine, compare, grid_around, grid_posterior  # noqa: E402
+from cosmodiff.inference.potential import Potential, exact_log10_potential  # noqa: E402
 from cosmodiff.prepare import inference_field  # noqa: E402
 
 PAPER_GRID = 100
 
 
 def scans(emu, field, truth, s, authors_grid, index, exact_settings):
-    """{name: (GridPosterior, seconds)} of one field (test field ``index``)."""
+    """{name: (GridPosterior, seconds)} of one field (test field ``index``); ``s`` the
+    config's InferenceSettings."""
     def potential(estimator):
-        options = {**inference.potential_options(s, index), "estimator": estimator}
-        if estimator == "truncated":
-            options["n_noise"] = 1
-        return inference.Potential.from_emulator(emu, field, **options, batch_size=s["batch_size"], dtype=torch.float32)
+        settings = replace(s, estimator=estimator, **({"n_noise": 1} if estimator == "truncated" else {}))
+        return Potential.from_emulator(emu, field, **settings.potential_options(index), dtype=torch.float32)
 
-    c2f = {"n_coarse": s["n_coarse"], "n_fine": s["n_fine"], "max_refine": s["max_refine"]}
+    c2f = s.coarse_to_fine_options()
     runs = {
-        "authors": lambda: inference.grid_posterior(potential("truncated"), *inference.grid_around(truth, 0.1, authors_grid)),
-        "dense, prior": lambda: inference.grid_posterior(
-            potential("truncated"), *(np.linspace(*inference.PRIOR[p], authors_grid) for p in inference.PARAMS)
+        "authors": lambda: grid_posterior(potential("truncated"), *grid_around(truth, 0.1, authors_grid)),
+        "dense, prior": lambda: grid_posterior(
+            potential("truncated"), *(np.linspace(*PRIOR[p], authors_grid) for p in PARAMS)
         ),
-        "authors, c2f": lambda: inference.coarse_to_fine(potential("truncated"), **c2f),
-        "ours": lambda: inference.coarse_to_fine(potential(s["estimator"]), **c2f),
+        "authors, c2f": lambda: coarse_to_fine(potential("truncated"), **c2f),
+        "ours": lambda: coarse_to_fine(potential(s.estimator), **c2f),
     }
     if exact_settings:
-        runs["exact"] = lambda: inference.coarse_to_fine(inference.exact_log10_potential(field, *exact_settings), **c2f)
+        runs["exact"] = lambda: coarse_to_fine(exact_log10_potential(field, *exact_settings), **c2f)
     out = {}
     for name, run in runs.items():
         t0 = time.perf_counter()
@@ -88,7 +91,7 @@ def main(argv=None):
     if ckpt.suffix == ".json":
         ckpt = Path(json.loads(ckpt.read_text())["checkpoint"])
     config = yaml.safe_load(args.config.read_text())
-    s = config["inference"]
+    s = InferenceSettings.from_dict(config["inference"])
     lognormal = config["data"]["source"] == "synthetic" and config["data"]["synthetic"]["generator"] == "lognormal"
     exact_settings = (config["data"]["resolution"], config["prepare"]["downsample"]) if lognormal else None
     emu = Emulator.from_checkpoint(ckpt)
@@ -103,7 +106,7 @@ def main(argv=None):
         pairs = [("authors, c2f", "dense, prior"), ("authors", "dense, prior")]
         pairs += [(n, "exact") for n in ("authors", "authors, c2f", "ours")] if lognormal else []
         for a, b in pairs:
-            diffs.append({"field": i, "scan": a, "reference": b, **inference.compare(res[a][0], res[b][0])})
+            diffs.append({"field": i, "scan": a, "reference": b, **compare(res[a][0], res[b][0])})
         print(f"field {i} done", flush=True)
     df, dd = pd.DataFrame(rows), pd.DataFrame(diffs)
     pd.set_option("display.width", 200)

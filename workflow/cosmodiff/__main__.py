@@ -77,17 +77,15 @@ def _check_config(args):
     return 0
 
 
-#: `infer` options passed to Potential and to coarse_to_fine when given.
-POTENTIAL_OPTIONS = ("estimator", "t_max", "t_exact", "n_strata", "n_noise", "noise_seed")
-SCAN_OPTIONS = ("n_coarse", "n_fine", "max_refine")
-
-
 def _infer(args):
     import json
+    from dataclasses import fields
 
-    from . import inference
     from .emulator import Emulator
     from .files import check_output
+    from .inference import InferenceSettings
+    from .inference.grid import PARAMS, coarse_to_fine
+    from .inference.potential import Potential
 
     if args.output:
         check_output(args.output, [args.field, args.checkpoint], args.force)
@@ -96,16 +94,17 @@ def _infer(args):
     warning = emu.check_field(field, args.field)
     if warning:
         print(f"cosmodiff infer: warning: {warning}", file=sys.stderr)
-    given = vars(args)  # options left out keep the library's defaults (argparse.SUPPRESS)
-    potential = inference.Potential.from_emulator(
-        emu, field, **{k: given[k] for k in POTENTIAL_OPTIONS if k in given}, batch_size=args.batch_size, progress=True
-    )
+    # estimator and scan options left out (argparse.SUPPRESS) keep the library's defaults,
+    # which are InferenceSettings' own
+    names = {f.name for f in fields(InferenceSettings)}
+    settings = InferenceSettings.from_dict({k: v for k, v in vars(args).items() if k in names})
+    potential = Potential.from_emulator(emu, field, **settings.potential_options(), progress=True)
     print(f"{potential.estimator} bound, {potential.evaluations_per_theta} network evaluations per parameter point",
           file=sys.stderr)
-    post = inference.coarse_to_fine(potential, **{k: given[k] for k in SCAN_OPTIONS if k in given})
+    post = coarse_to_fine(potential, **settings.coarse_to_fine_options())
     truth = tuple(args.truth) if args.truth else None
     summary = post.summary(truth=truth)
-    for k, name in enumerate(inference.PARAMS):
+    for k, name in enumerate(PARAMS):
         print(f"{name:8s} mean {post.mean[k]:.4f}  std {post.std[k]:.4f}  "
               f"68% [{summary[f'{name}_lo68']:.4f}, {summary[f'{name}_hi68']:.4f}]  "
               f"95% [{summary[f'{name}_lo95']:.4f}, {summary[f'{name}_hi95']:.4f}]")
@@ -178,7 +177,7 @@ def main(argv=None):
     i.add_argument("--downsample", choices=["bicubic", "area"], default="bicubic", help="for maps larger than the checkpoint's")
     i.add_argument("--truth", type=float, nargs=2, default=None, metavar=("OMEGA_M", "SIGMA_8"), help="report z-scores")
     # estimator and scan options: left out, they keep the defaults of
-    # cosmodiff.inference.Potential and coarse_to_fine
+    # cosmodiff.inference.InferenceSettings (those of Potential and coarse_to_fine)
     keep = argparse.SUPPRESS
     i.add_argument("--estimator", choices=["full", "truncated", "exact"], default=keep, help="default: full")
     i.add_argument("--t-max", type=int, default=keep, help="truncated: last timestep (authors: 10)")

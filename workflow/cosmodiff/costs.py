@@ -19,6 +19,8 @@ import functools
 import math
 from dataclasses import dataclass, field
 
+from .inference.settings import InferenceSettings
+
 #: GPU rules of the workflow (each has an entry in profiles/slurm set-resources).
 GPU_RULES = ("pretrain", "finetune", "validate_checkpoint", "sample", "posterior")
 #: The sustained FLOP rate assumed until a GPU run measures one: an NVIDIA A100 (the authors'
@@ -49,27 +51,15 @@ class Throughput:
 
 
 def evaluations_per_theta(inference, timesteps=1000):
-    """Network evaluations per parameter point of the ``inference`` settings."""
-    from .inference import FULL_DRAWS, _draws
-
-    est = inference["estimator"]
-    n_noise = inference["n_noise"]
-    if n_noise is None:
-        n_noise = dict(FULL_DRAWS) if est == "full" else 1
-    if est == "truncated":
-        ts = range(int(inference["t_max"]) + 1)
-    elif est == "exact":
-        ts = range(timesteps)
-    else:  # full: t < t_exact, then one t per stratum (all above t_exact: one draw beyond FULL_DRAWS)
-        ts = list(range(int(inference["t_exact"]))) + [timesteps - 1] * int(inference["n_strata"])
-    return sum(_draws(n_noise, int(t)) for t in ts)
+    """Network evaluations per parameter point of the ``inference`` settings (the config
+    section, or part of it: :meth:`cosmodiff.inference.InferenceSettings.evaluations_per_theta`)."""
+    return InferenceSettings.from_dict(inference).evaluations_per_theta(timesteps)
 
 
 def grid_points(inference):
-    """Parameter points of one posterior scan (coarse_to_fine: its upper bound)."""
-    if inference["scan"] == "around_truth":
-        return int(inference["n_grid"]) ** 2
-    return int(inference["n_coarse"]) ** 2 + int(inference["max_refine"]) * int(inference["n_fine"]) ** 2
+    """Parameter points of one posterior scan (coarse_to_fine: its upper bound) of the
+    ``inference`` settings (:meth:`cosmodiff.inference.InferenceSettings.grid_points`)."""
+    return InferenceSettings.from_dict(inference).grid_points()
 
 
 def _evals_per_map(section, timesteps):

@@ -108,7 +108,7 @@ def scan_against_exact(
     normalisation,      # (lo, hi) the model sees as [-1, 1].
     data,               # Prepared .h5 at the model's resolution (test fields: prepare.inference_field).
     exact_paths,        # field_<i>_exact.h5 of fields 0, 1, ... (the posterior rule's exact posteriors).
-    settings,           # The workflow config's `inference` section.
+    settings,           # cosmodiff.inference.InferenceSettings (the workflow config's `inference` section).
     progress = True,    # A progress bar over the fields.
 ):
     """Scan fields 0..len(exact_paths)-1 exactly as the posterior rule does (same estimator,
@@ -119,17 +119,17 @@ def scan_against_exact(
 
     from tqdm.auto import tqdm
 
-    from . import inference
+    from .inference.grid import GridPosterior, compare, scan_field
+    from .inference.potential import Potential
     from .prepare import inference_field
 
     rows = []
     for i, path in enumerate(tqdm(exact_paths, desc="fields", disable=not progress)):
         field, truth, sim, _ = inference_field(data, i)
-        potential = inference.Potential(model, diffusion, field, normalisation, batch_size=settings["batch_size"],
-                                        **inference.potential_options(settings, i))
+        potential = Potential(model, diffusion, field, normalisation, **settings.potential_options(i))
         t0 = time.perf_counter()
-        post = inference.scan_field(potential, settings, truth)
-        vs = inference.compare(post, inference.GridPosterior.from_hdf5(path)[0])
+        post = scan_field(potential, settings, truth)
+        vs = compare(post, GridPosterior.from_hdf5(path)[0])
         rows.append({"field": i, "sim": sim, "seconds": time.perf_counter() - t0, **post.summary(truth=truth),
                      **{f"vs_exact_{k}": v for k, v in vs.items() if k != "kl"}})
     return rows
@@ -192,9 +192,9 @@ def excess_by_scale(
     band = torch.from_numpy(_k_bands(n, box_size) + 1)  # 0: DC
     nb = len(K_EDGES)
     w = diffusion.posterior_mean_coef1**2 / (2 * diffusion.model_variance)
-    from .inference import _default_device_dtype
+    from .inference.potential import default_device_dtype
 
-    wdtype = _default_device_dtype(model, None, None)[1]  # the network's own dtype (float64 for the oracle)
+    wdtype = default_device_dtype(model, None, None)[1]  # the network's own dtype (float64 for the oracle)
     excess, floor = np.zeros((len(ts), nb)), np.zeros((len(ts), nb))
     cond = torch.tensor(np.asarray(theta, np.float64).reshape(1, 2))
     for lo in range(0, len(ts), batch_size):
@@ -234,7 +234,7 @@ def diagnose_field(
     exact sigmas that the band's network-minus-oracle score causes, -delta grad * sigma)
     and ``excess`` rows (t band, k band: the network's excess bound over the oracle's and
     the oracle's weighted error, nats). The exact sigma is 1 / sqrt of the exact curvature."""
-    from .inference import Potential
+    from .inference.potential import Potential
 
     # the stencil theta +- step stays inside the prior (a truth within step of an edge moves
     # inward by less than step: the scores are of a point next to it)

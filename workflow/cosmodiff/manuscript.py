@@ -380,13 +380,15 @@ def emulation_numbers(table, statistics, sampling_attrs, config):
 def inference_numbers(config, df, cov, exact):
     """Posteriors of the test fields: settings, coverage, z-scores, cost; against the exact
     posterior where it exists."""
-    i = config["inference"]
+    from .inference.settings import InferenceSettings  # no torch
+
+    i = InferenceSettings.from_dict(config["inference"])
     out = {
-        "inference_stage": "pretrained" if i["stage"] == "pretrain" else "fine-tuned",
-        "inference_resolution": config["prepare"]["low_resolution"] if i["stage"] == "pretrain" else config["data"]["resolution"],
-        "n_fields": group(cov["n"]), "estimator": ESTIMATOR_TEX[i["estimator"]],
-        "scan": ("a coarse grid over the prior, then up to " + str(i["max_refine"]) + " finer grids around the mode")
-        if i["scan"] == "coarse_to_fine" else f"a {i['n_grid']}$^2$ grid within $\\pm${fmt(i['half_width'])} of the truth",
+        "inference_stage": "pretrained" if i.stage == "pretrain" else "fine-tuned",
+        "inference_resolution": config["prepare"]["low_resolution"] if i.stage == "pretrain" else config["data"]["resolution"],
+        "n_fields": group(cov["n"]), "estimator": ESTIMATOR_TEX[i.estimator],
+        "scan": ("a coarse grid over the prior, then up to " + str(i.max_refine) + " finer grids around the mode")
+        if i.scan == "coarse_to_fine" else f"a {i.n_grid}$^2$ grid within $\\pm${fmt(i.half_width)} of the truth",
         "evaluations_per_field": group(round(cov["evaluations_per_field"])),
         "seconds_per_field": fmt(cov["seconds_per_field"]), "se68": fmt(cov["se68"]), "se95": fmt(cov["se95"]),
         "median_std_omega_m": fmt(df["omega_m_std"].median()), "median_std_sigma_8": fmt(df["sigma_8_std"].median()),

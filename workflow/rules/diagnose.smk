@@ -7,10 +7,7 @@ DIAG = config["diagnostics"]
 INF_STAGE = config["inference"]["stage"]
 INF_DATA = f"{RUN}/data/prepared_{STAGE_DATA[INF_STAGE]}.h5"
 INF_SELECTION = f"{RUN}/validation/{INF_STAGE}/selected.json"
-# the scans use every inference setting but n_fields, as the posterior rule does
-SCAN_SETTINGS = as_json(
-    {k: v for k, v in config["inference"].items() if k != "n_fields"}
-)
+# the scans use the posterior rule's settings (POSTERIOR_SETTINGS: all but n_fields)
 
 
 DIAGNOSTIC = bool(EXACT) and DIAG["n_fields"] > 0
@@ -78,7 +75,7 @@ if SUMMARY:
             runtime=4 * 60,
             mem_mb=16000,
         params:
-            settings=SCAN_SETTINGS,
+            settings=POSTERIOR_SETTINGS,
         shell:
             "python {input.script} --checkpoint {input.checkpoint:q} --data {input.data:q}"
             " --exact {input.exact:q} --settings {params.settings:q} --threads {threads}"
@@ -104,7 +101,7 @@ if SUMMARY:
             runtime=4 * 60,
             mem_mb=16000,
         params:
-            settings=SCAN_SETTINGS,
+            settings=POSTERIOR_SETTINGS,
             exact=EXACT,
         shell:
             "python {input.script} --checkpoint {input.selection:q} --oracle {params.exact:q}"

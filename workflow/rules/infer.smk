@@ -1,5 +1,9 @@
 # Parameter inference: one posterior job per test field (the cluster fans them out), then
 # calibration over all fields, with the exact posterior beside the network's on lognormal data.
+# The scripts read the section `inference` as cosmodiff.inference.InferenceSettings (which,
+# like cosmodiff.layout, needs no torch to be read here).
+
+from cosmodiff.inference.settings import InferenceSettings  # noqa: E402
 
 EXACT = (
     as_json({"native_resolution": NATIVE, "method": config["prepare"]["downsample"]})
@@ -8,8 +12,11 @@ EXACT = (
 )
 FIELDS = range(config["inference"]["n_fields"])
 ORACLE = bool(EXACT) and config["oracle"]["n_fields"] > 0
-# the inference settings the oracle check uses (others do not rerun it)
-ORACLE_INFERENCE_KEYS = ("t_max", "t_exact", "n_strata", "n_noise", "noise_seed")
+# a posterior's settings: all but n_fields, so that adding fields does not rerun the
+# existing ones (the diagnose rules' scans use the same)
+POSTERIOR_SETTINGS = as_json(
+    {k: v for k, v in config["inference"].items() if k != "n_fields"}
+)
 
 
 rule posterior:
@@ -36,10 +43,7 @@ rule posterior:
         runtime=4 * 60,
         mem_mb=16000,
     params:
-        # all but n_fields: adding fields must not rerun the existing ones
-        settings=as_json(
-            {k: v for k, v in config["inference"].items() if k != "n_fields"}
-        ),
+        settings=POSTERIOR_SETTINGS,
         exact=EXACT,
     shell:
         "python {input.script} --selection {input.selection:q} --data {input.data:q}"
@@ -94,9 +98,8 @@ if ORACLE:
             "../../envs/torch.yaml"
         params:
             diffusion=as_json(config["diffusion"]),
-            inference=as_json(
-                {k: config["inference"][k] for k in ORACLE_INFERENCE_KEYS}
-            ),
+            # only the settings the oracle check uses: others do not rerun it
+            inference=as_json(InferenceSettings.oracle_section(config["inference"])),
             oracle=as_json(config["oracle"]),
             exact=EXACT,
         shell:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from cosmodiff import plots
-from cosmodiff.inference import GridPosterior, coverage
+from cosmodiff.inference.calibration import coverage
+from cosmodiff.inference.grid import GridPosterior
 
 
 def main(argv=None):

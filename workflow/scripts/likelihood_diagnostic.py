@@ -31,7 +31,8 @@ def main(argv=None):
     from cosmodiff import plots
     from cosmodiff.diagnostics import diagnose_field
     from cosmodiff.emulator import Emulator
-    from cosmodiff.inference import WienerOracle, exact_log10_potential
+    from cosmodiff.inference.oracle import WienerOracle
+    from cosmodiff.inference.potential import exact_log10_potential
     from cosmodiff.prepare import inference_field
 
     ex = json.loads(args.exact)

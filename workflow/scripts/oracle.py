@@ -8,6 +8,7 @@ the library's default, and the authors' truncated sum) are compared: table and f
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import _bootstrap
@@ -26,26 +27,28 @@ def main(argv=None):
     ap.add_argument("--figure", required=True, type=Path, help="output .png (and .pdf beside it)")
     args = ap.parse_args(argv)
     log = _bootstrap.setup_logging()
-    from cosmodiff import inference, plots
+    from cosmodiff import plots
+    from cosmodiff.inference import InferenceSettings
+    from cosmodiff.inference.oracle import oracle_check
     from cosmodiff.prepare import inference_field, read_normalisation
     from cosmodiff.diffusion import GaussianDiffusion
 
     diffusion = GaussianDiffusion.from_config(json.loads(args.diffusion))
-    s, o, ex = json.loads(args.inference), json.loads(args.oracle), json.loads(args.exact)
+    # this rule gets no `estimator` setting: it scans both estimators below
+    s = InferenceSettings.from_dict(json.loads(args.inference))
+    o, ex = json.loads(args.oracle), json.loads(args.exact)
     normalisation = read_normalisation(args.norm)
     rows, posts, truths = [], [], []
     for i in range(o["n_fields"]):
         field, truth, sim, _ = inference_field(args.data, i)
-        # this rule gets no `estimator` setting: it scans both estimators below
-        options = inference.potential_options({"estimator": "full", **s}, i)
         estimators = {
-            "full": {**options, "estimator": "full"},
+            "full": replace(s, estimator="full").estimator_options(i),
             # the library's default full estimator: 20 exact t with extra draws at the smallest
             # t, 80 strata (164 evaluations per theta)
-            "full, default": {"estimator": "full", "noise_seed": options["noise_seed"]},
-            "truncated": {**options, "estimator": "truncated", "n_noise": 1},
+            "full, default": InferenceSettings(estimator="full", noise_seed=s.noise_seed).estimator_options(i),
+            "truncated": replace(s, estimator="truncated", n_noise=1).estimator_options(i),
         }
-        field_posts, field_rows = inference.oracle_check(
+        field_posts, field_rows = oracle_check(
             field, diffusion, normalisation, estimators, native_resolution=ex["native_resolution"], method=ex["method"],
             n_grid=o["n_grid"],
         )

@@ -23,23 +23,24 @@ def main(argv=None):
     log = _bootstrap.setup(args.threads)
     import torch
 
-    from cosmodiff import inference
     from cosmodiff.emulator import Emulator
+    from cosmodiff.inference import InferenceSettings
+    from cosmodiff.inference.grid import coarse_to_fine, compare, scan_field
+    from cosmodiff.inference.potential import Potential, exact_log10_potential
     from cosmodiff.prepare import inference_field
 
-    s = json.loads(args.settings)
+    section = json.loads(args.settings)
+    s = InferenceSettings.from_dict(section)
     checkpoint = json.loads(args.selection.read_text())["checkpoint"]
-    emu = Emulator.from_checkpoint(checkpoint, weights=s["weights"])
-    field, truth, sim, k = inference_field(args.data, args.field, split=s["split"])
-    potential = inference.Potential.from_emulator(
-        emu, field, **inference.potential_options(s, args.field), batch_size=s["batch_size"], dtype=torch.float32
-    )
+    emu = Emulator.from_checkpoint(checkpoint, weights=s.weights)
+    field, truth, sim, k = inference_field(args.data, args.field, split=s.split)
+    potential = Potential.from_emulator(emu, field, **s.potential_options(args.field), dtype=torch.float32)
     t0 = time.perf_counter()
-    post = inference.scan_field(potential, s, truth)
+    post = scan_field(potential, s, truth)
     seconds = time.perf_counter() - t0
-    row = {"field": args.field, "split": s["split"], "sim": sim, "map": k, "checkpoint": checkpoint, "estimator": s["estimator"],
-           "scan": s["scan"], "seconds": seconds, **post.summary(truth=truth)}
-    attrs = {"field": args.field, "sim": sim, "truth": list(truth), "checkpoint": checkpoint, "settings": s}
+    row = {"field": args.field, "split": s.split, "sim": sim, "map": k, "checkpoint": checkpoint, "estimator": s.estimator,
+           "scan": s.scan, "seconds": seconds, **post.summary(truth=truth)}
+    attrs = {"field": args.field, "sim": sim, "truth": list(truth), "checkpoint": checkpoint, "settings": section}
     if args.exact:
         # the exact posterior of the same field, scanned with the same coarse-to-fine settings
         # on its own grids (it may sit where the network's fine grids do not reach)
@@ -53,12 +54,11 @@ def main(argv=None):
             log.warning("%.3g%% of the test maps' pixels were below prepare.log_floor: those fields are not lognormal "
                         "and their 'exact' posterior is an approximation (lower the floor for synthetic data)", 100 * floored)
         t1 = time.perf_counter()
-        exact = inference.coarse_to_fine(
-            inference.exact_log10_potential(field, ex["native_resolution"], ex["method"]),
-            n_coarse=s["n_coarse"], n_fine=s["n_fine"], max_refine=s["max_refine"],
+        exact = coarse_to_fine(
+            exact_log10_potential(field, ex["native_resolution"], ex["method"]), **s.coarse_to_fine_options()
         )
         row.update({f"exact_{k}": v for k, v in exact.summary(truth=truth).items() if k.endswith(("_mean", "_std", "_z"))})
-        row.update({f"vs_exact_{k}": v for k, v in inference.compare(post, exact).items() if k != "kl"})
+        row.update({f"vs_exact_{k}": v for k, v in compare(post, exact).items() if k != "kl"})
         row["exact_seconds"] = time.perf_counter() - t1
         exact.to_hdf5(args.out.with_name(args.out.stem + "_exact.h5"), {"field": args.field, "truth": list(truth)})
     post.to_hdf5(args.out, attrs)

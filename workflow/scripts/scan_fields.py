@@ -25,7 +25,8 @@ def main(argv=None):
 
     from cosmodiff.diagnostics import posterior_metrics, scan_against_exact
     from cosmodiff.emulator import Emulator
-    from cosmodiff.inference import WienerOracle
+    from cosmodiff.inference import InferenceSettings
+    from cosmodiff.inference.oracle import WienerOracle
 
     checkpoint = args.checkpoint
     if checkpoint.suffix == ".json":
@@ -35,7 +36,8 @@ def main(argv=None):
     if args.oracle:
         ex = json.loads(args.oracle)
         model = WienerOracle(emu.diffusion, emu.normalisation, native_resolution=ex["native_resolution"], method=ex["method"])
-    rows = scan_against_exact(model, emu.diffusion, emu.normalisation, args.data, args.exact, json.loads(args.settings))
+    settings = InferenceSettings.from_dict(json.loads(args.settings))
+    rows = scan_against_exact(model, emu.diffusion, emu.normalisation, args.data, args.exact, settings)
     df = pd.DataFrame(rows).assign(source="oracle" if args.oracle else str(checkpoint))
     df.to_csv(args.out, index=False)
     log.info("%s over %d fields: %s", "exact denoiser" if args.oracle else checkpoint, len(df),

@@ -1,0 +1,204 @@
+"""Typed settings of inference: the workflow config's section ``inference``, validated once.
+
+:class:`InferenceSettings` is built from the section (``InferenceSettings.from_dict(json.loads(...))``
+in the scripts, which get it as one JSON argument) and hands out the keyword arguments of each
+library call: :meth:`~InferenceSettings.potential_options` for
+:class:`cosmodiff.inference.Potential`, :meth:`~InferenceSettings.coarse_to_fine_options` for
+:func:`cosmodiff.inference.coarse_to_fine`, and :func:`cosmodiff.inference.scan_field` reads
+the scan settings itself. This is the one place that knows which option goes where.
+
+Kept free of torch (like :mod:`cosmodiff.layout`): the rules read it while Snakemake parses
+the workflow.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import asdict, dataclass, fields
+
+from .estimators import ESTIMATORS, default_draws, draws
+
+#: The grid scans of one field (:func:`cosmodiff.inference.scan_field`).
+SCANS = ("coarse_to_fine", "around_truth")
+STAGES = ("pretrain", "finetune")
+SPLITS = ("test", "val")
+WEIGHTS = ("ema", "raw")
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Settings of the posterior scans (config: inference). Defaults are the library's
+    (those of :class:`~cosmodiff.inference.Potential`, :func:`~cosmodiff.inference.coarse_to_fine`
+    and :func:`~cosmodiff.inference.grid_around`), so a partial section keeps them.
+
+    Which checkpoint and fields (read by the rules and the posterior script):
+
+    stage:        "pretrain" or "finetune": whose selected checkpoint.
+    split:        "test" (fields of the test simulations) or "val" (the authors').
+    weights:      "ema" or "raw" weights of the checkpoint.
+    n_fields:     fields of the split, one posterior job each (None: not a workflow run).
+
+    The estimator of U (:meth:`estimator_options`):
+
+    estimator:    "full" (unbiased stratified estimate of the whole bound), "truncated"
+                  (the authors' t <= t_max) or "exact" (all T timesteps).
+    t_max:        truncated: last timestep summed (the authors' 10).
+    t_exact:      full: timesteps 0..t_exact-1 summed exactly.
+    n_strata:     full: strata of [t_exact, T), one sampled t each.
+    n_noise:      noise draws per timestep: an int, {t_end: draws}, or None for the library
+                  default (:data:`~cosmodiff.inference.FULL_DRAWS` for "full", 1 otherwise).
+    noise_seed:   common random numbers; test field i uses noise_seed + i.
+
+    The grid scan (:func:`~cosmodiff.inference.scan_field`):
+
+    scan:         "coarse_to_fine" (the whole prior, then fine grids) or "around_truth"
+                  (the authors': truth +- half_width).
+    n_coarse:     coarse_to_fine: points per axis of the coarse grid.
+    n_fine:       coarse_to_fine: points per axis of each fine grid.
+    max_refine:   coarse_to_fine: fine grids at most.
+    half_width:   around_truth: half width of the window (the authors' 0.1).
+    n_grid:       around_truth: points per axis (the authors' 100).
+
+    batch_size:   network inputs per call.
+    """
+
+    stage: str = "pretrain"
+    split: str = "test"
+    weights: str = "ema"
+    n_fields: int | None = None
+    estimator: str = "full"
+    t_max: int = 10
+    t_exact: int = 20
+    n_strata: int = 80
+    n_noise: int | dict | None = None
+    noise_seed: int = 0
+    scan: str = "coarse_to_fine"
+    n_coarse: int = 11
+    n_fine: int = 21
+    max_refine: int = 2
+    half_width: float = 0.1
+    n_grid: int = 100
+    batch_size: int = 256
+
+    # ---- construction and validation
+
+    @classmethod
+    def from_dict(
+        cls,
+        section,            # The config section `inference`, or part of it (the rest keeps the defaults).
+    ):
+        """The settings of a config section (e.g. ``json.loads`` of a rule's ``--settings``);
+        an unknown key or a bad value is a ValueError naming it."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(section) - set(names))
+        if unknown:
+            raise ValueError(f"unknown inference settings {unknown}; allowed: {', '.join(names)}")
+        return cls(**section)
+
+    def to_dict(self):
+        """The settings as a plain dict (the section's keys)."""
+        return asdict(self)
+
+    def __post_init__(self):
+        for name, allowed in (("stage", STAGES), ("split", SPLITS), ("weights", WEIGHTS),
+                              ("estimator", ESTIMATORS), ("scan", SCANS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"inference setting '{name}': {value!r} is not allowed; expected one of {allowed}")
+        minimum = {"t_max": 0, "t_exact": 0, "n_strata": 1, "n_coarse": 2, "n_fine": 2, "max_refine": 0, "n_grid": 2,
+                   "batch_size": 1}
+        for name, lo in minimum.items():
+            _check_int(name, getattr(self, name), lo)
+        _check_int("noise_seed", self.noise_seed, None)
+        if self.n_fields is not None:
+            _check_int("n_fields", self.n_fields, 0)
+        if not _is_number(self.half_width) or not self.half_width > 0:
+            raise ValueError(f"inference setting 'half_width': {self.half_width!r} is not allowed; expected a number > 0")
+        if isinstance(self.n_noise, dict):
+            for t_end, n in self.n_noise.items():
+                _check_int(f"n_noise[{t_end!r}]", n, 1)
+        elif self.n_noise is not None:
+            _check_int("n_noise", self.n_noise, 1)
+
+    # ---- keywords of the library calls
+
+    def noise_seed_of(
+        self,
+        field,              # Test field index.
+    ):
+        """The noise seed of test field ``field``: noise_seed + field."""
+        return int(self.noise_seed) + int(field)
+
+    def estimator_options(
+        self,
+        field = 0,          # Test field index: its noise seed is noise_seed + field.
+    ):
+        """The :class:`~cosmodiff.inference.Potential` keywords of the estimator for one field:
+        estimator, t_max, t_exact, n_strata, n_noise and noise_seed."""
+        return {"estimator": self.estimator, "t_max": self.t_max, "t_exact": self.t_exact, "n_strata": self.n_strata,
+                "n_noise": self.n_noise, "noise_seed": self.noise_seed_of(field)}
+
+    def potential_options(
+        self,
+        field = 0,          # Test field index: its noise seed is noise_seed + field.
+    ):
+        """All :class:`~cosmodiff.inference.Potential` keywords of one field: the estimator's
+        and batch_size."""
+        return {**self.estimator_options(field), "batch_size": self.batch_size}
+
+    def coarse_to_fine_options(self):
+        """The :func:`~cosmodiff.inference.coarse_to_fine` keywords: n_coarse, n_fine, max_refine."""
+        return {"n_coarse": self.n_coarse, "n_fine": self.n_fine, "max_refine": self.max_refine}
+
+    @classmethod
+    def oracle_section(
+        cls,
+        section,            # The config section `inference`.
+    ):
+        """The part of the section the oracle check reads: the estimator keywords but
+        ``estimator`` (it scans its own), so that editing any other setting does not rerun it."""
+        keys = [k for k in cls().estimator_options() if k != "estimator"]
+        return {k: section[k] for k in keys}
+
+    # ---- costs
+
+    def evaluations_per_theta(
+        self,
+        timesteps = 1000,   # T of the diffusion.
+    ):
+        """Network evaluations per parameter point (as ``Potential.evaluations_per_theta``; for
+        "full" every stratum counts one draw, as beyond :data:`~cosmodiff.inference.FULL_DRAWS`)."""
+        n_noise = default_draws(self.n_noise, self.estimator)
+        if self.estimator == "truncated":
+            ts = range(int(self.t_max) + 1)
+        elif self.estimator == "exact":
+            ts = range(timesteps)
+        else:  # full: t < t_exact, then one t per stratum (all above t_exact: one draw beyond FULL_DRAWS)
+            ts = list(range(int(self.t_exact))) + [timesteps - 1] * int(self.n_strata)
+        return sum(draws(n_noise, int(t)) for t in ts)
+
+    def grid_points(self):
+        """Parameter points of one posterior scan (coarse_to_fine: its upper bound)."""
+        if self.scan == "around_truth":
+            return int(self.n_grid) ** 2
+        return int(self.n_coarse) ** 2 + int(self.max_refine) * int(self.n_fine) ** 2
+
+
+def _is_int(value):
+    """An integer, or a float with an integer value (as JSON Schema's "integer" allows)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_int(name, value, lo):
+    if not _is_int(value) or (lo is not None and value < lo):
+        expected = "an integer" if lo is None else f"an integer >= {lo}"
+        raise ValueError(f"inference setting '{name}': {value!r} is not allowed; expected {expected}")
+
+
+__all__ = ["SCANS", "InferenceSettings"]

@@ -15,18 +15,15 @@ distance. The goal: the ancestral sampler's fidelity at 20 times fewer evaluatio
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-import pandas as pd  # noqa: E402
-
 from cosmodiff import plots  # noqa: E402
 from cosmodiff.emulator import Emulator  # noqa: E402
 from cosmodiff.sampling import DDIM_SPACINGS, SamplerSettings  # noqa: E402
-from cosmodiff.validation import choose_points, validate  # noqa: E402
+from cosmodiff.validation import COST_COLUMNS, choose_points, sampler_costs  # noqa: E402
 
 
 def main():
@@ -45,23 +42,10 @@ def main():
     args = ap.parse_args()
     emu = Emulator.from_checkpoint(args.checkpoint)
     sims = choose_points(args.data, args.points, args.seed)
-    settings = ([("ddim", n, "linear") for n in args.linear_ddim] + [("ddim", n, args.spacing) for n in args.ddim]
-                + [("dpm2m", n, args.spacing) for n in args.dpm] + ([] if args.no_ancestral else [("ancestral", emu.diffusion.T, "-")]))
-    rows = []
-    cols = ["chi2_samples", "chi2_sims", "chi2_log_samples", "chi2_log_sims", "abs_density_z", "pdf_w1_dex"]
-    print(f"{'sampler':<10}{'spacing':<10}{'evals/map':>10}{'s/map':>9}" + "".join(f"{c:>17}" for c in cols))
-    for sampler, steps, spacing in settings:
-        t0 = time.perf_counter()
-        grid = "linear" if spacing == "-" else spacing
-        table = validate(emu, args.data, sims, SamplerSettings(sampler=sampler, steps=steps, spacing=grid, seed=args.seed,
-                                                               n_samples=args.samples))
-        sec = (time.perf_counter() - t0) / (len(sims) * args.samples)
-        row = {"sampler": sampler, "spacing": spacing, "evaluations": emu.evaluations(sampler, steps), "seconds_per_map": sec,
-               **table.drop(columns=["point", "sim", "omega_m", "sigma_8", "density_z"]).mean().to_dict(),
-               "abs_density_z": table.density_z.abs().mean()}
-        rows.append(row)
-        print(f"{sampler:<10}{spacing:<10}{row['evaluations']:>10}{sec:>9.3f}" + "".join(f"{row[c]:>17.3f}" for c in cols), flush=True)
-    df = pd.DataFrame(rows)
+    samplers = ([("ddim", n, "linear") for n in args.linear_ddim] + [("ddim", n, args.spacing) for n in args.ddim]
+                + [("dpm2m", n, args.spacing) for n in args.dpm] + ([] if args.no_ancestral else [("ancestral", emu.diffusion.T, "linear")]))
+    df = sampler_costs(emu, args.data, sims, SamplerSettings(seed=args.seed, n_samples=args.samples), samplers, progress=True)
+    print(df[COST_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.figure:
         plots.save(plots.sampler_cost(df, title=f"{args.checkpoint.parent.name} {args.checkpoint.stem}"), args.figure)
         df.to_csv(args.figure.with_suffix(".csv"), index=False)

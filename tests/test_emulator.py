@@ -127,6 +127,25 @@ def test_validation_table(trained):
         validation.choose_points(data, 3, seed=0)
 
 
+def test_sampler_costs_are_the_validation_tables_of_each_sampler(trained):
+    """Each row is validate() under that sampler (same points, same seeds); ancestral costs T
+    evaluations per map whatever its steps say, the others their steps."""
+    data, ckpt = trained
+    emu = Emulator.from_checkpoint(ckpt)
+    sims = validation.choose_points(data, 2, seed=0)
+    base = SamplerSettings(n_samples=2, steps=7, seed=3, batch_size=2)
+    samplers = [("ddim", 3, "linear"), ("dpm2m", 4, "quadratic"), ("ancestral", 1, "linear")]
+    df = validation.sampler_costs(emu, data, sims, base, samplers)
+    assert list(df.columns) == validation.COST_COLUMNS and len(df) == 3
+    assert df.evaluations.tolist() == [3, 4, emu.diffusion.T] and df.spacing.tolist() == ["linear", "quadratic", "-"]
+    assert (df.seconds_per_map > 0).all()
+    one = validation.validate(emu, data, sims, SamplerSettings(sampler="dpm2m", steps=4, spacing="quadratic", n_samples=2, seed=3,
+                                                               batch_size=2))
+    assert df.chi2_log_samples[1] == pytest.approx(one.chi2_log_samples.mean(), rel=1e-12)
+    assert df.abs_density_z[1] == pytest.approx(one.density_z.abs().mean(), rel=1e-12)
+    assert df.chi2_log_samples[0] != df.chi2_log_samples[1]  # a different sampler draws different maps
+
+
 def _table(chi2, chi2_log=(1.0, 1.0)):
     n = len(chi2)
     return pd.DataFrame({"chi2_samples": chi2, "chi2_sims": [1.3] * n, "chi2_log_samples": chi2_log,

@@ -35,6 +35,8 @@ def test_the_paper_work_per_job_is_the_authors_counts():
     # 10 validation points x 50 maps x 1000 ancestral steps, at 64^2 and at 256^2
     assert work["validate_checkpoint"] == [("eval", 64, 500_000), ("eval", 256, 500_000)]
     assert work["sample"] == [("eval", 256, 13 * 50 * 1000)]
+    # not the authors': 4 points x 16 maps of ancestral (1000) + DDIM 50, 100 + DPM-Solver 25, 50 at 256^2
+    assert work["sampler_cost"] == [("eval", 256, 4 * 16 * 1225)]
     assert work["pretrain"] == [("train", 64, 60_000)] and work["finetune"] == [("train", 256, 300_000)]
     full = {**PAPER["inference"], "estimator": "full", "n_noise": None}
     assert costs.evaluations_per_theta(full) == 16 + 3 * 8 + 6 * 4 + 10 * 2 + 80  # FULL_DRAWS below t_exact, 1 above

@@ -42,7 +42,7 @@ def test_section_hash_follows_the_sections_and_nothing_else():
 def test_figure_list_follows_the_rules_switches_and_the_config():
     config = smoke_config()
     names = [f["name"] for f in ms.figure_list(config, **FLAGS_OFF)]
-    assert len(names) == 13 and names[0] == "data_gallery" and "inference_exact" not in names
+    assert len(names) == 14 and names[0] == "data_gallery" and "inference_exact" not in names
     on = {f["name"]: f for f in ms.figure_list(config, **FLAGS_ON)}
     assert set(on) - set(names) == {"inference_exact", "inference_oracle", "likelihood_diagnostic", "likelihood_convergence"}
     assert on["inference_oracle"]["rule"] == "oracle" and "model" not in on["inference_oracle"]["sections"]
@@ -53,6 +53,8 @@ def test_figure_list_follows_the_rules_switches_and_the_config():
     edited = {f["name"]: f for f in ms.figure_list(smoke_config(**{"finetune.lr": 5.0e-5}), **FLAGS_ON)}
     changed = {n for n in on if on[n]["hash"] != edited[n]["hash"]}
     assert changed == {"loss_finetune", "chi2_finetune"} | {f"emulation_{n}" for n in ("maps", "power", "pdf", "response", "peaks")}
+    edited = {f["name"]: f for f in ms.figure_list(smoke_config(**{"sampler_cost.n_samples": 3}), **FLAGS_ON)}
+    assert {n for n in on if on[n]["hash"] != edited[n]["hash"]} == {"emulation_sampler_cost"}
     # inference on the fine-tuned model depends on the fine-tuning, on the pretrained one not
     assert "finetune" not in on["inference_posteriors"]["sections"]
     ft = {f["name"]: f for f in ms.figure_list(smoke_config(**{"inference.stage": "finetune"}), **FLAGS_OFF)}
@@ -125,6 +127,9 @@ def fake_results(exact, oracle, summary, n_fields=4):
                        "finetune": {"iteration": 4, "criterion": "chi2_log_samples", "chi2_log_samples": 1.7}},
         "summaries": {"pretrain": summary_df([3, 6]), "finetune": summary_df([2, 4])},
         "table": points, "statistics": points.drop(columns="point"), "sampling_attrs": {"sampler": "ddim", "evaluations_per_map": 3},
+        "sampler_cost": pd.DataFrame([{"sampler": s, "spacing": g, "evaluations": e, "seconds_per_map": 0.5 * e,
+                                       **{c: 1 + rng.random() for c in stats}, "abs_density_z": 0.3, "pdf_w1_dex": 0.1}
+                                      for s, g, e in (("ancestral", "-", 1000), ("dpm2m", "quadratic", 25))]),
         "inference": pd.DataFrame(inf), "coverage": cov,
         "oracle": oracle_df if oracle else None, "targets": targets_df if summary else None, "n_params": 123456,
     }
@@ -178,6 +183,7 @@ def test_main_tex_builds_from_a_made_up_run(tmp_path, generator, flags):
     for f in figures:  # every figure carries its rule and config hash
         assert f["hash"] in text, f["name"]
     assert "123,456" in text and "1,234" in text  # parameters, evaluations per field
+    assert "DPM-Solver++(2M)" in text and "Fidelity against cost of the samplers" in text
     assert ("exact standard deviations" in text) == flags["exact"]
     assert ("The oracle check" in text) == flags["oracle"]
     assert ("particle-mesh" in text) == (generator == "nbody")

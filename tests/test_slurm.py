@@ -40,7 +40,7 @@ FAST_POLL = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-betwee
 # The node of the test cluster has 2 CPUs: the GPU rules' `threads: 8` (-> --cpus-per-task 8)
 # cannot be scheduled on it, so the runs cap threads at 2, as the local reference run does.
 MAX_THREADS = ["--max-threads", "2"]
-GPU_RULES = {"pretrain", "finetune", "validate_checkpoint", "sample", "posterior"}
+GPU_RULES = {"pretrain", "finetune", "validate_checkpoint", "sample", "sampler_cost", "posterior"}
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/")
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]

@@ -51,8 +51,8 @@ def planned_jobs(out):
     return jobs
 
 
-EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "pretrain": 1, "finetune": 1, "prepare": 1,
-           "plot_data": 1, "paper": 1}
+EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "sampler_cost": 1, "pretrain": 1, "finetune": 1,
+           "prepare": 1, "plot_data": 1, "paper": 1}
 
 
 @pytest.mark.parametrize(
@@ -248,6 +248,10 @@ def test_rerun_after_a_config_edit_touches_only_what_changed(smoke_run, tmp_path
     cfg = write_config(tmp_path / "edit7.yaml", **{"validation.spacing": "edm"})
     jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
     assert "pretrain" not in jobs and jobs["validate_checkpoint"] == 4, jobs
+    # the sampler-cost list reruns that table and the paper, nothing else
+    cfg = write_config(tmp_path / "edit8.yaml", **{"sampler_cost.samplers": [["ddim", 4, "linear"]]})
+    jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
+    assert {k: v for k, v in jobs.items() if k != "all"} == {"sampler_cost": 1, "paper": 1}, jobs
     # one more inference field runs that field and the calibration, not the existing fields
     cfg = write_config(tmp_path / "edit5.yaml", **{"inference.n_fields": 3})
     jobs = planned_jobs(snakemake("-n", "--configfile", str(cfg), cwd=smoke_run))
@@ -389,6 +393,7 @@ KILLED = {
     "finetune": "models/finetune/metrics.jsonl",
     "sample": "samples/samples.h5",
     "plot_emulation": "samples/statistics.csv",
+    "sampler_cost": "validation/sampler_cost.csv",
     "posterior": "inference/field_1.h5",
     "calibration": "inference/coverage.json",
     "paper": "paper/main.tex",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .inference.settings import InferenceSettings
 
 #: GPU rules of the workflow (each has an entry in profiles/slurm set-resources).
-GPU_RULES = ("pretrain", "finetune", "validate_checkpoint", "sample", "posterior")
+GPU_RULES = ("pretrain", "finetune", "validate_checkpoint", "sample", "sampler_cost", "posterior")
 #: The sustained FLOP rate assumed until a GPU run measures one: an NVIDIA A100 (the authors'
 #: card: their conda env is "pytorch_a100") in float32 with TF32 matmuls has a dense peak of
 #: 156 TFLOP/s; convolutional U-Nets with GroupNorm and attention sustain a fraction of it. 20%
@@ -73,13 +73,15 @@ def rule_work(config):
     T = int(config["diffusion"]["timesteps"])
     native, low = int(config["data"]["resolution"]), int(config["prepare"]["low_resolution"])
     res = {"pretrain": low, "finetune": native}
-    val, smp, inf = config["validation"], config["sampling"], config["inference"]
+    val, smp, inf, cost = config["validation"], config["sampling"], config["inference"], config["sampler_cost"]
     per_validation = val["n_points"] * val["n_samples"] * _evals_per_map(val, T)
+    per_cost_map = sum(_evals_per_map({"sampler": name, "steps": steps}, T) for name, steps, _ in cost["samplers"])
     return {
         "pretrain": [("train", low, config["pretrain"]["iterations"])],
         "finetune": [("train", native, config["finetune"]["iterations"])],
         "validate_checkpoint": [("eval", low, per_validation), ("eval", native, per_validation)],
         "sample": [("eval", native, (smp["n_points"] + len(smp["points"])) * smp["n_samples"] * _evals_per_map(smp, T))],
+        "sampler_cost": [("eval", res[cost["stage"]], cost["n_points"] * cost["n_samples"] * per_cost_map)],
         "posterior": [("bound", res[inf["stage"]], grid_points(inf) * evaluations_per_theta(inf, T))],
     }
 

@@ -62,6 +62,8 @@ def figure_list(config, exact, oracle, diagnostic, summary):
         ("chi2_finetune", "select_checkpoint", training_sections("finetune")),
         *[(f"emulation_{n}", "plot_emulation", training_sections("finetune") + ("sampling",))
           for n in ("maps", "power", "pdf", "response", "peaks")],
+        ("emulation_sampler_cost", "sampler_cost",
+         tuple(dict.fromkeys(training_sections(config["sampler_cost"]["stage"]) + ("validation", "sampler_cost")))),
         ("inference_posteriors", "calibration", inf),
         ("inference_calibration", "calibration", inf),
     ]
@@ -191,6 +193,24 @@ def checkpoint_table(summaries, selected):
     header = [r"& & \multicolumn{2}{c}{$\chi^2$ of $\delta$} & \multicolumn{2}{c}{$\chi^2$ of $\log_{10}\Sigma$} & &",
               r"stage & iteration & samples & sims & samples & sims & $|z_\rho|$ & $W_1$ (dex)"]
     return tabular("lrrrrrrr", header, rows)
+
+
+def sampler_cost_table(costs):
+    """Fidelity against cost per sampler setting (sampler_cost's table, validation.COST_COLUMNS)."""
+    rows = [[SAMPLER_TEX[r.sampler], "--" if r.spacing == "-" else tex_escape(r.spacing), group(r.evaluations),
+             fmt(r.seconds_per_map), fmt(r.chi2_samples), fmt(r.chi2_log_samples), fmt(r.abs_density_z), fmt(r.pdf_w1_dex)]
+            for r in costs.itertuples()]
+    header = [r"& & evaluations & seconds & \multicolumn{2}{c}{$\chi^2$ of} & &",
+              r"sampler & grid & per map & per map & $\delta$ & $\log_{10}\Sigma$ & $|z_\rho|$ & $W_1$ (dex)"]
+    return tabular("llrrrrrr", header, rows)
+
+
+def sampler_cost_numbers(costs, config):
+    """The sampler-cost run: its checkpoint, points and maps, and the simulations' own chi2."""
+    c = config["sampler_cost"]
+    return {"cost_stage": {"pretrain": "pretraining", "finetune": "fine-tuned"}[c["stage"]], "cost_points": c["n_points"],
+            "cost_samples": c["n_samples"], "cost_chi2_sims": fmt(costs["chi2_sims"].mean()),
+            "cost_chi2_log_sims": fmt(costs["chi2_log_sims"].mean())}
 
 
 def chi2_table(table):
@@ -443,7 +463,8 @@ def write_sources(outdir, config, flags, figures, git, res):
     res:     the results, read: counts and norm (:func:`data_numbers`), selections and
              summaries (stage -> selected.json dict / summary DataFrame), table (the
              selected fine-tuned checkpoint's validation table), statistics (plot_emulation's
-             table), sampling_attrs (samples.h5 attributes), inference (calibration's
+             table), sampling_attrs (samples.h5 attributes), sampler_cost (sampler_cost's
+             table), inference (calibration's
              summary, sorted by field), coverage (its coverage.json), oracle and targets
              (DataFrames or None), n_params.
     Returns the switches.
@@ -453,7 +474,7 @@ def write_sources(outdir, config, flags, figures, git, res):
     emu, emu_flags = emulation_numbers(res["table"], res["statistics"], res["sampling_attrs"], config)
     inf, inf_flags = inference_numbers(config, res["inference"], res["coverage"], flags["exact"])
     diag, diag_flags = diagnostic_numbers(res["oracle"], res["targets"])
-    values.update({**emu, **inf, **diag})
+    values.update({**emu, **inf, **diag, **sampler_cost_numbers(res["sampler_cost"], config)})
     sw = switches(config, flags, emu_flags, inf_flags, diag_flags)
     gen = Path(outdir) / "generated"
     gen.mkdir(parents=True, exist_ok=True)
@@ -462,6 +483,7 @@ def write_sources(outdir, config, flags, figures, git, res):
         "provenance": provenance_tex(figures, git),
         "checkpoints_table": checkpoint_table(res["summaries"], {s: v["iteration"] for s, v in res["selections"].items()}),
         "chi2_table": chi2_table(res["table"]),
+        "sampler_cost_table": sampler_cost_table(res["sampler_cost"]),
         "inference_table": inference_table(res["inference"], flags["exact"]),
         "coverage_table": coverage_table(res["coverage"]),
         "oracle_table": oracle_table(res["oracle"]) if res["oracle"] is not None else None,

@@ -132,6 +132,40 @@ def validate(emulator, data_path, sims, settings, *, split="val", progress=False
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
+#: The columns of :func:`sampler_costs`: a sampler setting, its cost and the validation
+#: statistics averaged over the points (``abs_density_z``: the mean |density z|).
+COST_COLUMNS = ["sampler", "spacing", "evaluations", "seconds_per_map", "chi2_samples", "chi2_sims",
+                "chi2_log_samples", "chi2_log_sims", "abs_density_z", "pdf_w1_dex"]
+
+
+def sampler_costs(emulator, data_path, sims, settings, samplers, *, split="val", progress=False):
+    """Fidelity against cost: :func:`validate` once per sampler setting, same points and seeds.
+
+    settings: :class:`cosmodiff.sampling.SamplerSettings` giving everything but the sampler
+              (maps per point, seed, batch size, clamp); each entry of ``samplers`` replaces
+              its sampler, steps and spacing.
+    samplers: (name, steps, spacing) triples, e.g. ("ancestral", 1000, "linear"),
+              ("dpm2m", 25, "quadratic"); ancestral takes T steps whatever ``steps`` says.
+    Returns a DataFrame with :data:`COST_COLUMNS`, one row per setting, in the given order;
+    ``evaluations`` are network evaluations per map, ``seconds_per_map`` the wall time of
+    the setting's sampling and statistics divided by the maps it drew.
+    """
+    import dataclasses
+    import time
+
+    rows = []
+    for name, steps, spacing in samplers:
+        trial = dataclasses.replace(settings, sampler=name, steps=int(steps), spacing=spacing)
+        t0 = time.perf_counter()
+        table = validate(emulator, data_path, sims, trial, split=split, progress=progress)
+        seconds = (time.perf_counter() - t0) / (len(sims) * trial.n_samples)
+        stats_ = {c: float(table[c].mean()) for c in STAT_COLUMNS if c != "density_z"}
+        rows.append({"sampler": name, "spacing": "-" if name == "ancestral" else spacing,
+                     "evaluations": emulator.evaluations(name, steps), "seconds_per_map": seconds, **stats_,
+                     "abs_density_z": float(table["density_z"].abs().mean())})
+    return pd.DataFrame(rows, columns=COST_COLUMNS)
+
+
 def select(tables, select_by="chi2"):
     """Pick the checkpoint with the lowest mean, over the validation points, of one statistic.
 

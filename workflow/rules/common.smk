@@ -131,6 +131,14 @@ def validation_settings():
     return as_json({k: v for k, v in config["validation"].items() if k != "select_by"})
 
 
+def sampler_cost_settings():
+    """sampler_cost's --settings: config validation's sampling settings at sampler_cost's
+    points and maps (the sampler, steps and spacing come from sampler_cost.samplers)."""
+    opts = {k: v for k, v in config["validation"].items() if k != "select_by"}
+    cost = config["sampler_cost"]
+    return as_json({**opts, "n_points": cost["n_points"], "n_samples": cost["n_samples"]})
+
+
 def validation_tables(stage):
     return [
         f"{RUN}/validation/{stage}/{os.path.basename(c).replace('.pt', '.csv')}"

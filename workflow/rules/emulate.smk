@@ -112,6 +112,36 @@ rule plot_emulation:
         " --outdir {params.outdir:q} --table {output.table:q} 2> {log:q}"
 
 
+rule sampler_cost:
+    """Fidelity against cost: each sampler of sampler_cost.samplers on the selected
+    checkpoint of sampler_cost.stage, at the same validation points and seeds."""
+    input:
+        selection=f"{RUN}/validation/{config['sampler_cost']['stage']}/selected.json",
+        data=f"{RUN}/data/prepared_{STAGE_DATA[config['sampler_cost']['stage']]}.h5",
+        script=script("sampler_cost"),
+    output:
+        table=f"{RUN}/validation/sampler_cost.csv",
+        figure=figure("emulation_sampler_cost", "3. Emulation"),
+    log:
+        f"{RUN}/logs/sampler_cost.log",
+    benchmark:
+        f"{RUN}/benchmarks/sampler_cost.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 8
+    resources:
+        gpu=1,
+        runtime=6 * 60,
+        mem_mb=16000,
+    params:
+        settings=sampler_cost_settings(),
+        samplers=as_json(config["sampler_cost"]["samplers"]),
+    shell:
+        "python {input.script} --selection {input.selection:q} --data {input.data:q}"
+        " --settings {params.settings:q} --samplers {params.samplers:q} --threads {threads}"
+        " --table {output.table:q} --figure {output.figure[0]:q} 2> {log:q}"
+
+
 rule emulate:
     """Target: validation of every checkpoint, selection, samples and emulation figures.
     Every output the stage stands for is listed, so a plain rerun rebuilds any that is
@@ -122,3 +152,4 @@ rule emulate:
         expand(rules.select_checkpoint.output, stage=["pretrain", "finetune"]),
         rules.sample.output,
         rules.plot_emulation.output,
+        rules.sampler_cost.output,

@@ -30,6 +30,7 @@ rule paper:
         validation=validation_tables("finetune"),
         statistics=rules.plot_emulation.output.table,
         samples=rules.sample.output[0],
+        sampler_cost=rules.sampler_cost.output.table,
         inference=rules.calibration.output.table,
         coverage=rules.calibration.output.coverage,
         oracle=rules.oracle.output.table if ORACLE else [],
@@ -62,7 +63,8 @@ rule paper:
         "python {input.script} --main {input.main:q} --data {input.data:q}"
         " --selections {input.selections:q} --summaries {input.summaries:q}"
         " --validation {input.validation:q} --statistics {input.statistics:q}"
-        " --samples {input.samples:q} --inference-summary {input.inference:q}"
+        " --samples {input.samples:q} --sampler-cost {input.sampler_cost:q}"
+        " --inference-summary {input.inference:q}"
         " --coverage {input.coverage:q} {params.optional} --config {params.config:q}"
         " --flags {params.flags:q} --figures {params.figures:q} --git {params.git:q}"
         " --pdf {params.pdf} --outdir {params.outdir:q} --build-log {output.build_log:q}"

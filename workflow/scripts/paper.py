@@ -47,6 +47,7 @@ def read_results(args):
         "summaries": {s: pd.read_csv(p) for s, p in zip(("pretrain", "finetune"), args.summaries)},
         "table": pd.read_csv(tables[selections["finetune"]["iteration"]]),
         "statistics": pd.read_csv(args.statistics), "sampling_attrs": sampling_attrs,
+        "sampler_cost": pd.read_csv(args.sampler_cost),
         "inference": pd.read_csv(args.inference_summary).sort_values("field"),
         "coverage": json.loads(args.coverage.read_text()),
         "oracle": pd.read_csv(args.oracle) if args.oracle else None,
@@ -64,6 +65,7 @@ def main(argv=None):
     ap.add_argument("--validation", required=True, nargs="+", type=Path, help="the fine-tuned checkpoints' tables")
     ap.add_argument("--statistics", required=True, type=Path, help="plot_emulation's per-point table")
     ap.add_argument("--samples", required=True, type=Path, help="sample's .h5 (sampler attributes)")
+    ap.add_argument("--sampler-cost", required=True, type=Path, help="sampler_cost's table .csv")
     ap.add_argument("--inference-summary", required=True, type=Path, help="calibration's summary.csv")
     ap.add_argument("--coverage", required=True, type=Path, help="calibration's coverage.json")
     ap.add_argument("--oracle", type=Path, default=None, help="oracle.csv, where the rule runs")

@@ -275,6 +275,38 @@ def diagnose_field(
     return score, excess
 
 
+def diagnose_fields(
+    emulator,           # The network as a cosmodiff.emulator.Emulator (model, diffusion, normalisation).
+    data_path,          # Prepared file at the network's resolution (its test split).
+    exact,              # {native_resolution, method}: how the prepared fields were made from the native ones.
+    n_fields,           # The first test fields.
+    noise_seed = 0,     # Common random numbers of field i: noise_seed + i.
+    batch_size = 64,    # Network inputs per call.
+    progress = False,   # Show a progress bar over the fields.
+):
+    """:func:`diagnose_field` for the first ``n_fields`` test fields against the Wiener
+    oracle of the same diffusion and normalisation: (score, excess) DataFrames with the
+    columns ``field`` and ``sim`` in front."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .inference.oracle import WienerOracle
+    from .inference.potential import exact_log10_potential
+    from .prepare import inference_field
+
+    oracle = WienerOracle(emulator.diffusion, emulator.normalisation, native_resolution=exact["native_resolution"],
+                          method=exact["method"])
+    scores, excess = [], []
+    for i in tqdm(range(n_fields), desc="fields", disable=not progress):
+        field, truth, sim, _ = inference_field(data_path, i)
+        sc, exc = diagnose_field(emulator.model, oracle, emulator.diffusion, field, emulator.normalisation, truth,
+                                 exact_log10_potential(field, exact["native_resolution"], exact["method"]),
+                                 noise_seed=noise_seed + i, batch_size=batch_size)
+        scores += [{"field": i, "sim": sim, **r} for r in sc]
+        excess += [{"field": i, "sim": sim, **r} for r in exc]
+    return pd.DataFrame(scores), pd.DataFrame(excess)
+
+
 def band_table(
     timesteps,          # (K,) the timesteps of the rows of ``values``.
     values,             # (K, ...) per-timestep values.
@@ -299,6 +331,7 @@ __all__ = [
     "T_EDGES",
     "band_table",
     "diagnose_field",
+    "diagnose_fields",
     "emulation_metrics",
     "excess_by_scale",
     "posterior_metrics",

@@ -57,6 +57,12 @@ def _read_maps(f, offsets, indices):
     return np.stack(out)
 
 
+def data_figures(path, section):
+    """(gallery, power spectra) figures of a prepared file with the config section
+    ``figures`` (gallery_columns, pk_maps_per_sim)."""
+    return data_gallery(path, columns=section["gallery_columns"]), data_power_spectra(path, maps_per_sim=section["pk_maps_per_sim"])
+
+
 def data_gallery(path, columns=4):
     """Maps across the parameter range: top row by Omega_m, bottom row by sigma_8.
 

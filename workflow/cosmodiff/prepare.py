@@ -145,6 +145,21 @@ class _RunningStats:
         }
 
 
+#: The keys of the config section ``prepare`` that :func:`prepare_configured` reads (the
+#: rule leaves out low_resolution, which only names an output).
+CONFIG_KEYS = ("log_floor", "split", "downsample", "norm_range", "max_nonpositive_fraction")
+
+
+def prepare_configured(maps_path, params_path, outputs, section, native_resolution, source=None):
+    """:func:`prepare_dataset` with the options of the config section ``prepare``
+    (:data:`CONFIG_KEYS`; other keys are ignored) and the raw maps' resolution
+    (config data.resolution)."""
+    return prepare_dataset(maps_path, params_path, outputs, section["split"], log_floor=section["log_floor"],
+                           method=section["downsample"], source=source, norm_range=section["norm_range"],
+                           native_resolution=native_resolution,
+                           max_nonpositive_fraction=section["max_nonpositive_fraction"])
+
+
 def prepare_dataset(
     maps_path,
     params_path,

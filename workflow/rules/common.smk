@@ -62,22 +62,6 @@ def figure(name, category, caption=None):
     return [png, f"{RUN}/figures/{name}.pdf"]
 
 
-def cli(**options):
-    """Script options as one shell-quoted string: `--n-samples 8 --sampler ddim ...`.
-
-    Sorted by key, so the order of keys in a YAML file does not matter. One string per
-    rule, keys included: Snakemake compares the *set* of a job's param values
-    to decide whether params changed, so separate params with coinciding values (say steps 3
-    -> 4 while batch_size is 4) would hide an edit; one string cannot.
-    """
-    import shlex
-
-    return " ".join(
-        f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
-        for k, v in sorted(options.items())
-    )
-
-
 def as_json(value):
     """A config subtree as one shell-quoted JSON argument."""
     return json.dumps(value, sort_keys=True)
@@ -136,7 +120,9 @@ def sampler_cost_settings():
     points and maps (the sampler, steps and spacing come from sampler_cost.samplers)."""
     opts = {k: v for k, v in config["validation"].items() if k != "select_by"}
     cost = config["sampler_cost"]
-    return as_json({**opts, "n_points": cost["n_points"], "n_samples": cost["n_samples"]})
+    return as_json(
+        {**opts, "n_points": cost["n_points"], "n_samples": cost["n_samples"]}
+    )
 
 
 def validation_tables(stage):

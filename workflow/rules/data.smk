@@ -81,14 +81,11 @@ rule prepare:
         mem_mb=4000,
     params:
         resolutions=RESOLUTIONS,
-        options=cli(
-            log_floor=config["prepare"]["log_floor"],
-            split=as_json(config["prepare"]["split"]),
-            downsample=config["prepare"]["downsample"],
-            norm_range=as_json(config["prepare"]["norm_range"]),
-            native_resolution=NATIVE,
-            max_nonpositive_fraction=config["prepare"]["max_nonpositive_fraction"],
+        # low_resolution reaches the script as --resolutions (RESOLUTIONS)
+        settings=as_json(
+            {k: v for k, v in config["prepare"].items() if k != "low_resolution"}
         ),
+        native=NATIVE,
         source=as_json(
             {
                 "source": SOURCE,
@@ -105,8 +102,8 @@ rule prepare:
         ),
     shell:
         "python {input.script} --maps {input.maps:q} --params {input.params:q}"
-        " --resolutions {params.resolutions} --outputs {output:q}"
-        " {params.options} --source {params.source:q} 2> {log:q}"
+        " --resolutions {params.resolutions} --outputs {output:q} --settings {params.settings:q}"
+        " --native-resolution {params.native} --source {params.source:q} 2> {log:q}"
 
 
 rule plot_data:
@@ -127,12 +124,9 @@ rule plot_data:
         runtime=30,
         mem_mb=4000,
     params:
-        options=cli(
-            columns=config["figures"]["gallery_columns"],
-            maps_per_sim=config["figures"]["pk_maps_per_sim"],
-        ),
+        settings=as_json(config["figures"]),
     shell:
-        "python {input.script} --data {input.data:q} {params.options}"
+        "python {input.script} --data {input.data:q} --settings {params.settings:q}"
         " --gallery {output.gallery[0]:q} --power-spectra {output.pk[0]:q} 2> {log:q}"
 
 

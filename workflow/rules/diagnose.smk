@@ -38,15 +38,17 @@ if DIAGNOSTIC:
             runtime=60,
             mem_mb=16000,
         params:
-            options=cli(
-                n_fields=DIAG["n_fields"],
-                noise_seed=config["inference"]["noise_seed"],
-                batch_size=config["inference"]["batch_size"],
+            settings=as_json(
+                {
+                    "n_fields": DIAG["n_fields"],
+                    "noise_seed": config["inference"]["noise_seed"],
+                    "batch_size": config["inference"]["batch_size"],
+                }
             ),
             exact=EXACT,
         shell:
             "python {input.script} --selection {input.selection:q} --data {input.data:q}"
-            " --exact {params.exact:q} {params.options} --threads {threads}"
+            " --exact {params.exact:q} --settings {params.settings:q} --threads {threads}"
             " --score {output.score:q} --excess {output.excess:q} --figure {output.figure[0]:q} 2> {log:q}"
 
 

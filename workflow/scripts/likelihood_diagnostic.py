@@ -5,7 +5,6 @@ network's excess denoising error, in nats of the bound)."""
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import _bootstrap
@@ -16,37 +15,20 @@ def main(argv=None):
     ap.add_argument("--selection", required=True, type=Path, help="select_checkpoint's .json of the inference stage")
     ap.add_argument("--data", required=True, type=Path, help="prepared .h5 at the stage's resolution")
     ap.add_argument("--exact", required=True, help="JSON {native_resolution, method}")
-    ap.add_argument("--n-fields", required=True, type=int, help="the first test fields")
-    ap.add_argument("--noise-seed", required=True, type=int, help="common random numbers of field i: seed + i")
-    ap.add_argument("--batch-size", required=True, type=int, help="network inputs per call")
+    ap.add_argument("--settings", required=True,
+                    help="JSON {n_fields, noise_seed, batch_size} (cosmodiff.diagnostics.diagnose_fields)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--score", required=True, type=Path, help="output .csv: per field, t band and parameter")
     ap.add_argument("--excess", required=True, type=Path, help="output .csv: per field, t band and k band")
     ap.add_argument("--figure", required=True, type=Path, help="output .png (and .pdf beside it)")
     args = ap.parse_args(argv)
     log = _bootstrap.setup(args.threads)
-    import pandas as pd
-    from tqdm.auto import tqdm
-
     from cosmodiff import plots
-    from cosmodiff.diagnostics import diagnose_field
+    from cosmodiff.diagnostics import diagnose_fields
     from cosmodiff.emulator import Emulator
-    from cosmodiff.inference.oracle import WienerOracle
-    from cosmodiff.inference.potential import exact_log10_potential
-    from cosmodiff.prepare import inference_field
 
-    ex = json.loads(args.exact)
     emu = Emulator.from_checkpoint(json.loads(args.selection.read_text())["checkpoint"])
-    oracle = WienerOracle(emu.diffusion, emu.normalisation, native_resolution=ex["native_resolution"], method=ex["method"])
-    scores, excess = [], []
-    for i in tqdm(range(args.n_fields), desc="fields"):
-        field, truth, sim, _ = inference_field(args.data, i)
-        sc, exc = diagnose_field(emu.model, oracle, emu.diffusion, field, emu.normalisation, truth,
-                                 exact_log10_potential(field, ex["native_resolution"], ex["method"]),
-                                 noise_seed=args.noise_seed + i, batch_size=args.batch_size)
-        scores += [{"field": i, "sim": sim, **r} for r in sc]
-        excess += [{"field": i, "sim": sim, **r} for r in exc]
-    score, excess = pd.DataFrame(scores), pd.DataFrame(excess)
+    score, excess = diagnose_fields(emu, args.data, json.loads(args.exact), **json.loads(args.settings), progress=True)
     score.to_csv(args.score, index=False)
     excess.to_csv(args.excess, index=False)
     plots.save(plots.likelihood_diagnostic(score, excess), args.figure)
@@ -56,4 +38,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _bootstrap.run(main)

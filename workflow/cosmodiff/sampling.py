@@ -280,8 +280,9 @@ class SamplerSettings:
             raise ValueError(f"clip must be true or false, got {self.clip!r}")
         for name in ("steps", "batch_size", "seed", "n_samples", "n_points"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            if not _is_int(value):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # 50.0 is an integer to the config schema
         for name in ("batch_size", "n_samples", "n_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -316,6 +317,11 @@ class SamplerSettings:
         """The settings recorded with samples (:func:`cosmodiff.emulator.write_samples`)."""
         return {"sampler": self.sampler, "steps": self.steps, "spacing": self.spacing, "seed": self.seed,
                 "clip": self.clip, "weights": self.weights, "precision": self.precision}
+
+
+def _is_int(value):
+    """An integer, or a float with an integer value (as JSON Schema's "integer" allows)."""
+    return not isinstance(value, bool) and (isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer()))
 
 
 def _point(value, name):

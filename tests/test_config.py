@@ -128,6 +128,18 @@ def test_inference_fields_above_the_test_split_fail_at_config_time(demo):
     validate_config(c)
 
 
+def test_points_beyond_their_split_fail_at_config_time(demo):
+    """Validation, sampler-cost and sampling points are distinct simulations of their split:
+    the demo's 100 simulations leave 15 in the validation and 15 in the test split."""
+    c = copy.deepcopy(demo)
+    c["validation"]["n_points"], c["sampler_cost"]["n_points"], c["sampling"]["n_points"] = 16, 16, 16
+    err = _error(c)
+    for key, split in (("validation.n_points", "val"), ("sampler_cost.n_points", "val"), ("sampling.n_points", "test")):
+        assert f"config key '{key}': 16 is not allowed; expected at most 15, the simulations of the {split} split" in err
+    c["validation"]["n_points"], c["sampler_cost"]["n_points"], c["sampling"]["n_points"] = 15, 15, 15
+    validate_config(c)
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     text = (ROOT / "config/smoke.yaml").read_text().replace("n_sims: 12", "n_sims: [12")
     bad = tmp_path / "bad.yaml"

@@ -157,7 +157,8 @@ def _relations(config):
 
 
 def _test_fields(config):
-    """inference.n_fields against the maps of the test split, where the number of
+    """inference.n_fields against the maps of the test split, and the validation, sampler-cost
+    and sampling points against the simulations of their splits, where the number of
     simulations is known before any data exist (synthetic: data.synthetic.n_sims; download:
     the CMD LH set)."""
     from .camels import N_SIMS
@@ -169,14 +170,22 @@ def _test_fields(config):
     if n_sims is None:
         return []
     try:
-        first, stop = split_simulations(n_sims, config["prepare"]["split"])["test"]
+        splits = split_simulations(n_sims, config["prepare"]["split"])
     except ValueError as err:
         return [f"config key 'prepare.split': {err}"]
-    n_maps, n_fields = (stop - first) * MAPS_PER_SIM, config["inference"]["n_fields"]
+    sims = {name: stop - first for name, (first, stop) in splits.items()}
+    problems = []
+    n_maps, n_fields = sims["test"] * MAPS_PER_SIM, config["inference"]["n_fields"]
     if n_fields > n_maps:
-        return [f"config key 'inference.n_fields': {n_fields} is not allowed; expected at most {n_maps}, the maps of "
-                f"the test split ({stop - first} simulations x {MAPS_PER_SIM})"]
-    return []
+        problems.append(f"config key 'inference.n_fields': {n_fields} is not allowed; expected at most {n_maps}, the maps of "
+                        f"the test split ({sims['test']} simulations x {MAPS_PER_SIM})")
+    # the points are distinct simulations of a split (cosmodiff.validation.choose_points)
+    for key, split in (("validation.n_points", "val"), ("sampler_cost.n_points", "val"), ("sampling.n_points", "test")):
+        section, name = key.split(".")
+        if config[section][name] > sims[split]:
+            problems.append(f"config key '{key}': {config[section][name]} is not allowed; expected at most {sims[split]}, "
+                            f"the simulations of the {split} split")
+    return problems
 
 
 def merge(base, overlay):

@@ -39,6 +39,8 @@ def test_settings_hand_out_each_sampler_its_own_options():
     assert SamplerSettings(sampler="ancestral", clip=False).sampler_kwargs() == {"clip": None}
     assert SamplerSettings(sampler="dpm2m", steps=7, spacing="edm").sampler_kwargs() == {"steps": 7, "spacing": "edm", "clip": 1.0}
     assert SamplerSettings(sampler="ancestral", steps=1).steps == 1  # steps are ignored by ancestral
+    whole = SamplerSettings(n_samples=2.0, steps=1.0e1)  # integers to the config schema, as JSON may carry them
+    assert (whole.n_samples, whole.steps) == (2, 10) and isinstance(whole.n_samples, int)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -47,7 +49,7 @@ def test_settings_hand_out_each_sampler_its_own_options():
     ({"clip": 1}, "clip must be true or false"),
     ({"steps": 1}, "ddim needs steps >= 2"),
     ({"batch_size": 0}, "batch_size must be at least 1"),
-    ({"n_samples": 2.0}, "n_samples must be an integer"),
+    ({"n_samples": 2.5}, "n_samples must be an integer"),
     ({"weights": "best"}, "weights must be one of"),
     ({"precision": "fp16"}, "precision must be one of"),
     ({"fiducial": [0.3]}, "fiducial: expected"),

@@ -296,7 +296,7 @@ def test_smoke_paper_has_every_figure_the_generated_numbers_and_the_commit(smoke
     pages = int(next(line.split()[1] for line in info.splitlines() if line.startswith("Pages:")))
     assert 6 <= pages <= 10, pages
     figures = ms.figure_list(yaml.safe_load((ROOT / "config/smoke.yaml").read_text()), **NO_OPTIONAL_RULES)
-    assert pdf_images(pdf) == len(figures) == 13
+    assert pdf_images(pdf) == len(figures) == 14
     text = pdf_text(pdf)
     for f in figures:
         assert f"made by rule {f['rule']}" in text and f["hash"] in text, f
@@ -446,7 +446,7 @@ def test_oracle_rule_checks_the_bound_against_the_exact_posterior(tmp_path):
     import pandas as pd
 
     cfg = write_config(tmp_path / "oracle.yaml", **{
-        "run": "oracle", "data.synthetic.generator": "lognormal", "data.synthetic.n_sims": 8, "prepare.log_floor": 1e4,
+        "run": "oracle", "data.synthetic.generator": "lognormal", "data.synthetic.n_sims": 12, "prepare.log_floor": 1e4,
         "oracle.n_fields": 1, "oracle.n_grid": 7,
     })
     snakemake("results/oracle/inference/oracle.csv", "--cores", "2", "--configfile", str(cfg), cwd=tmp_path)
@@ -473,7 +473,7 @@ def test_likelihood_diagnostics_on_a_tiny_lognormal_run(tmp_path):
     from cosmodiff.diagnostics import T_EDGES, TARGETS
 
     cfg = write_config(tmp_path / "diag.yaml", **{
-        "run": "diag", "data.synthetic.generator": "lognormal", "data.synthetic.n_sims": 8, "prepare.log_floor": 1e4,
+        "run": "diag", "data.synthetic.generator": "lognormal", "data.synthetic.n_sims": 12, "prepare.log_floor": 1e4,
         "prepare.norm_range": [8.5, 12.5], "model.conditioning": "scale_shift",
         "diagnostics.n_fields": 1, "diagnostics.convergence_fields": 1, "diagnostics.oracle_fields": 2,
     })

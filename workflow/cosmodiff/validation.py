@@ -132,6 +132,13 @@ def validate(emulator, data_path, sims, settings, *, split="val", progress=False
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
+def table_means(table):
+    """A validation table (:func:`validate`) summed up over its points: the mean of each
+    statistic, with the mean |density z| as ``abs_density_z`` in place of the signed one."""
+    means = {c: float(table[c].mean()) for c in STAT_COLUMNS if c != "density_z"}
+    return {**means, "abs_density_z": float(table["density_z"].abs().mean())}
+
+
 #: The columns of :func:`sampler_costs`: a sampler setting, its cost and the validation
 #: statistics averaged over the points (``abs_density_z``: the mean |density z|).
 COST_COLUMNS = ["sampler", "spacing", "evaluations", "seconds_per_map", "chi2_samples", "chi2_sims",
@@ -159,10 +166,8 @@ def sampler_costs(emulator, data_path, sims, settings, samplers, *, split="val",
         t0 = time.perf_counter()
         table = validate(emulator, data_path, sims, trial, split=split, progress=progress)
         seconds = (time.perf_counter() - t0) / (len(sims) * trial.n_samples)
-        stats_ = {c: float(table[c].mean()) for c in STAT_COLUMNS if c != "density_z"}
         rows.append({"sampler": name, "spacing": "-" if name == "ancestral" else spacing,
-                     "evaluations": emulator.evaluations(name, steps), "seconds_per_map": seconds, **stats_,
-                     "abs_density_z": float(table["density_z"].abs().mean())})
+                     "evaluations": emulator.evaluations(name, steps), "seconds_per_map": seconds, **table_means(table)})
     return pd.DataFrame(rows, columns=COST_COLUMNS)
 
 
@@ -182,11 +187,10 @@ def select(tables, select_by="chi2"):
         missing = sorted(set(STAT_COLUMNS) - set(df.columns))
         if missing:
             raise ValueError(f"the validation table of {path} lacks {missing}: rerun validate_checkpoint")
-        row = {"checkpoint": str(path), "iteration": int(iteration)}
-        row.update({c: float(df[c].mean()) for c in STAT_COLUMNS if c != "density_z"})
-        row["chi2_samples_median"] = float(df["chi2_samples"].median())
-        row["abs_density_z"] = float(df["density_z"].abs().mean())
-        rows.append(row)
+        means = table_means(df)
+        abs_z = means.pop("abs_density_z")
+        rows.append({"checkpoint": str(path), "iteration": int(iteration), **means,
+                     "chi2_samples_median": float(df["chi2_samples"].median()), "abs_density_z": abs_z})
     summary = pd.DataFrame(rows).sort_values("iteration").reset_index(drop=True)
     criterion = SELECT_BY[select_by]
     best = summary.iloc[-1] if select_by == "last" else summary.loc[summary[criterion].idxmin()]

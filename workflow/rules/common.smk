@@ -63,7 +63,7 @@ def figure(name, category, caption=None):
 
 
 def as_json(value):
-    """A config subtree as one shell-quoted JSON argument."""
+    """A config subtree as one JSON string, keys sorted (rules quote it with :q)."""
     return json.dumps(value, sort_keys=True)
 
 
@@ -109,19 +109,27 @@ def finetune_init():
 STAGE_DATA = {"pretrain": LOW, "finetune": NATIVE}
 
 
+def sampling_options():
+    """Config validation without select_by, which only select_checkpoint reads (so that
+    changing it does not regenerate any samples)."""
+    return {k: v for k, v in config["validation"].items() if k != "select_by"}
+
+
 def validation_settings():
-    """validate_checkpoint's --settings: config validation without select_by (which only
-    select_checkpoint reads, so changing it does not regenerate the samples)."""
-    return as_json({k: v for k, v in config["validation"].items() if k != "select_by"})
+    """validate_checkpoint's --settings."""
+    return as_json(sampling_options())
 
 
 def sampler_cost_settings():
     """sampler_cost's --settings: config validation's sampling settings at sampler_cost's
     points and maps (the sampler, steps and spacing come from sampler_cost.samplers)."""
-    opts = {k: v for k, v in config["validation"].items() if k != "select_by"}
     cost = config["sampler_cost"]
     return as_json(
-        {**opts, "n_points": cost["n_points"], "n_samples": cost["n_samples"]}
+        {
+            **sampling_options(),
+            "n_points": cost["n_points"],
+            "n_samples": cost["n_samples"],
+        }
     )
 
 

@@ -457,6 +457,25 @@ def test_download_without_checks_refuses_what_is_not_the_npy_it_announces(server
     assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
 
 
+@pytest.mark.parametrize("body,reason", [
+    (b"<!DOCTYPE html><html><body>Service unavailable</body></html>", "not a table of numbers with 6 columns"),
+    ("cut", "not a table of numbers with 6 columns"),
+    (b"", "empty parameter table"),
+])
+def test_download_without_checks_refuses_what_is_not_a_parameter_table(server, payloads, tmp_path, body, reason):
+    """The params .txt with size and sha256 both null: an error page, a table cut mid-row or
+    an empty body is not renamed into place (before, only the .npy was checked). A table cut
+    exactly at a row's end cannot be told from a shorter one: config/paper.yaml pins the
+    table's size and sha256 for that."""
+    path = "/2D_maps/data/" + PARAMS_FILENAME
+    whole = server.files[path]
+    server.files[path] = whole[: len(whole) // 2 + 10] if body == "cut" else body
+    dest = tmp_path / PARAMS_FILENAME
+    with pytest.raises(DownloadError, match=reason):
+        download(_url(server, PARAMS_FILENAME), dest, progress=False)
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+
 def test_check_npy_names_the_file_and_never_suggests_pickle(tmp_path):
     text = tmp_path / "map.npy"
     text.write_text("1 2 3\n4 5 6\n")

@@ -111,9 +111,10 @@ def sha256sum(path, chunk_size: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _verify(path: Path, sha256: str | None, size: int | None, npy: bool = False) -> str | None:
-    """None if ``path`` has the expected size and sha256 (each when given) and, if ``npy``,
-    a complete .npy header and body (:func:`check_npy`), else a reason."""
+def _verify(path: Path, sha256: str | None, size: int | None, kind: str = "") -> str | None:
+    """None if ``path`` has the expected size and sha256 (each when given) and holds what its
+    ``kind`` (the destination's suffix) announces, else a reason: ``.npy`` a complete array
+    file (:func:`check_npy`), ``.txt`` a parameter table (:func:`read_params`)."""
     got_size = path.stat().st_size
     if size is not None and got_size != int(size):
         what = "truncated" if got_size < int(size) else "larger than expected"
@@ -122,9 +123,10 @@ def _verify(path: Path, sha256: str | None, size: int | None, npy: bool = False)
         got = sha256sum(path)
         if got.lower() != sha256.strip().lower():
             return f"sha256 mismatch: expected {sha256.strip().lower()}, got {got}"
-    if npy:
+    check = {".npy": check_npy, ".txt": read_params}.get(kind)
+    if check is not None:
         try:
-            check_npy(path)
+            check(path)
         except ValueError as e:
             return str(e)
     return None
@@ -283,8 +285,9 @@ def download(
     resuming where the last one stopped (waiting ``backoff * 2**k`` seconds only when an
     attempt made no progress). After the body, the size (if ``size`` is given) and the sha256
     (if ``sha256`` is given) are checked, a ``.npy`` ``dest`` must be a complete array file
-    (:func:`check_npy`: an HTML error page or half a file is refused even with both checks
-    off), and only then is the part renamed onto ``dest``.
+    (:func:`check_npy`) and a ``.txt`` one a six-column parameter table (:func:`read_params`):
+    an HTML error page or half a file is refused even with both checks off. Only then is the
+    part renamed onto ``dest``.
 
     If ``dest`` already exists and verifies it is returned without any request; if it exists
     but fails verification it is deleted and downloaded again.
@@ -300,9 +303,9 @@ def download(
     if sha256 is not None:
         sha256 = str(sha256).strip().lower()
 
-    npy = dest.suffix == ".npy"
+    kind = dest.suffix
     if dest.exists():
-        if _verify(dest, sha256, size, npy) is None:
+        if _verify(dest, sha256, size, kind) is None:
             return dest
         _unlink(dest)  # stale or corrupt: never leave an untrusted dest behind
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -346,7 +349,7 @@ def download(
 
     if not part.exists():
         part.touch()  # an empty body: let the size/checksum checks judge it
-    problem = _verify(part, sha256, size, npy)
+    problem = _verify(part, sha256, size, kind)
     if problem is not None:
         _unlink(part)
         raise DownloadError(

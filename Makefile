@@ -15,6 +15,8 @@ CORES  ?= 2
 # the CPU build; on a GPU cluster use envs/torch.yaml or a CUDA build of the same version.
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
+# Snakemake reports a YAML syntax error in a --configfile without file or line: check first.
+CHECK   = $(BIN)/python -m cosmodiff check-config
 STAMP   = $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
@@ -46,17 +48,20 @@ tex:
 	fi
 
 demo: $(STAMP) tex
+	$(CHECK) config/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --report results/demo/report.html
 	$(BIN)/python benchmarks/rule_times.py results/demo
 	@echo "Done: figures in results/demo/figures, the report in results/demo/report.html"
 
 bench: $(STAMP) tex
+	$(CHECK) config/bench.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/bench.yaml
 	$(BIN)/python benchmarks/rule_times.py results/bench
 	@echo "Done: the targets in results/bench/inference/targets.csv, figures in results/bench/figures"
 
 smoke: $(STAMP)
+	$(CHECK) config/smoke.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
 test: $(STAMP) tex

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import resource
 import socket
 import time
 from pathlib import Path
@@ -474,6 +476,38 @@ def test_download_without_checks_refuses_what_is_not_a_parameter_table(server, p
     with pytest.raises(DownloadError, match=reason):
         download(_url(server, PARAMS_FILENAME), dest, progress=False)
     assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+
+@contextlib.contextmanager
+def _file_size_limit(nbytes):
+    """A full disk, as a file-size limit: writes past ``nbytes`` fail with EFBIG (Python
+    ignores SIGXFSZ)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_download_on_a_full_disk_leaves_no_part_behind(server, tmp_path):
+    """A write that fails (full disk) is a one-line DownloadError naming the folder, and the
+    partial file is deleted: before, an OSError escaped and the .part kept the disk full."""
+    server.files["/2D_maps/data/" + MAPS_FILENAME] = _npy_bytes(np.ones((40, 64, 64), np.float32))
+    dest = tmp_path / MAPS_FILENAME
+    with _file_size_limit(100_000), pytest.raises(DownloadError, match=r"cannot write .*free space in"):
+        download(_url(server, MAPS_FILENAME), dest, progress=False, chunk_size=1 << 14)
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+
+def test_maps_writer_on_a_full_disk_leaves_no_tmp_behind(tmp_path):
+    """The maps file's blocks are reserved when it is created: a full disk fails there, with
+    the size in the message, and the .tmp is removed (before, it stayed and kept the disk full)."""
+    dest = tmp_path / "maps.npy"
+    with _file_size_limit(100_000), pytest.raises(OSError, match=r"cannot create .*maps.npy \(40 maps of 64\^2"):
+        with maps_writer(dest, 40, 64) as out:
+            out[:] = 1.0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_check_npy_names_the_file_and_never_suggests_pickle(tmp_path):

@@ -140,6 +140,14 @@ class _Restart(Exception):
     """The partial file cannot be resumed; start over from byte 0 (counts as an attempt)."""
 
 
+class _WriteFailed(Exception):
+    """The partial file could not be written (full disk, file-size limit): not worth a retry,
+    and the part is deleted so that it does not keep the disk full."""
+
+    def __init__(self, part, error):
+        super().__init__(f"cannot write {part}: {error.strerror or error}")
+
+
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.I)
 _CONTENT_RANGE_416 = re.compile(r"bytes\s+\*/(\d+)", re.I)
 
@@ -237,7 +245,11 @@ def _fetch_once(url: str, part: Path, chunk_size: int, timeout: float, progress:
         received = 0
         bar = _progress_bar(total, start, part.name[: -len(".part")], progress)
         try:
-            with open(part, mode) as f:
+            f = open(part, mode)
+        except OSError as e:
+            raise _WriteFailed(part, e) from None
+        try:
+            with f:
                 while True:
                     try:
                         block = resp.read(chunk_size)
@@ -248,11 +260,17 @@ def _fetch_once(url: str, part: Path, chunk_size: int, timeout: float, progress:
                         ) from None
                     if not block:
                         break
-                    f.write(block)
+                    try:
+                        f.write(block)
+                    except OSError as e:  # a full disk, a file-size limit
+                        raise _WriteFailed(part, e) from None
                     received += len(block)
                     bar.update(len(block))
-                f.flush()
-                os.fsync(f.fileno())
+                try:
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError as e:
+                    raise _WriteFailed(part, e) from None
         finally:
             bar.close()
         if length is not None and received < length:
@@ -322,6 +340,12 @@ def download(
         except DownloadError:
             _unlink(part)
             raise
+        except _WriteFailed as e:
+            _unlink(part)
+            raise DownloadError(
+                f"download of {url} failed: {e}. The partial file was deleted; free space in "
+                f"{part.parent} (or point the config at another folder) and run again."
+            ) from None
         except _Restart as e:
             last_error = str(e)
             _unlink(part)
@@ -480,9 +504,17 @@ def create_maps(path, n_maps, resolution) -> np.memmap:
         raise ValueError(f"need n_maps >= 0 and resolution >= 1, got {n_maps}, {resolution}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
-    return np.lib.format.open_memmap(
-        tmp, mode="w+", dtype=np.float32, shape=(n_maps, resolution, resolution)
-    )
+    try:
+        maps = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_maps, resolution, resolution))
+        # reserve the blocks now: on a full disk a memmap would fail later, at a page write,
+        # with SIGBUS; this way the failure is an OSError here, before any work is done
+        with open(tmp, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
+    except OSError as e:
+        _unlink(tmp)
+        raise OSError(e.errno, f"cannot create {path} ({n_maps} maps of {resolution}^2, "
+                               f"{4 * n_maps * resolution**2 / 1e6:.0f} MB): {e.strerror or e}") from None
+    return maps
 
 
 def finalize_maps(maps: np.memmap, path) -> Path:

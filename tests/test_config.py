@@ -158,3 +158,16 @@ def test_nested_command_line_override_is_explained_without_blaming_the_exponent(
     msg = _error(demo)
     assert "snakemake's --config reads values nested in {...} as text; set nested keys in a --configfile" in msg
     assert "exponent" not in msg
+
+
+def test_settings_from_names_an_unknown_key():
+    """A section with a key its settings do not have is a ValueError naming the key and the
+    allowed ones (train.py used to die with a TypeError traceback)."""
+    from cosmodiff.config import settings_from
+    from cosmodiff.inference.settings import InferenceSettings
+
+    assert settings_from(InferenceSettings, {"n_coarse": 5}, "inference").n_coarse == 5
+    with pytest.raises(ValueError, match=r"unknown training settings \['iteration'\]; allowed: .*iterations"):
+        from cosmodiff.train import TrainSettings
+
+        settings_from(TrainSettings, {"iteration": 7}, "training")

@@ -309,6 +309,11 @@ def test_cli_bad_options_and_files_are_one_line_errors(trained, tmp_path, capsys
         argv[argv.index("-n") : argv.index("-n") + 2] = [option, value]
         code, err = _cli(capsys, *argv)
         assert code == 2 and f"argument {option}: must be at least 1, got {value}" in err, err
+    for value in ("0", "-16"):  # 0 used to mean the checkpoint's resolution, -16 a torch traceback
+        code, err = _cli(capsys, *_sample_args(ckpt, tmp_path / "s.h5", "--resolution", value))
+        assert code == 2 and f"argument --resolution: must be at least 1, got {value}" in err, err
+    code, err = _cli(capsys, *_sample_args(ckpt, tmp_path / "s.h5", "--resolution", "15"))
+    assert code == 2 and "resolution must be a positive multiple of the network's downsampling factor" in err, err
     if not torch.cuda.is_available():
         code, err = _cli(capsys, *_sample_args(ckpt, tmp_path / "s.h5", "--device", "cuda"))
         assert code == 2 and "this torch build sees no CUDA device; use --device cpu" in err

@@ -163,7 +163,7 @@ def main(argv=None):
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=_positive, default=16)
     s.add_argument("--no-clip", action="store_true", help="do not clamp x0_hat to the training range")
-    s.add_argument("--resolution", type=int, default=None, help="default: the checkpoint's")
+    s.add_argument("--resolution", type=_positive, default=None, help="default: the checkpoint's")
     s.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     s.set_defaults(func=_sample)
     i = sub.add_parser("infer", help="posterior of (Omega_m, sigma_8) for one map from the variational bound")

@@ -11,6 +11,7 @@ data resolution, the split fractions sum to 1, ranges are ordered).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -186,6 +187,20 @@ def _test_fields(config):
             problems.append(f"config key '{key}': {config[section][name]} is not allowed; expected at most {sims[split]}, "
                             f"the simulations of the {split} split")
     return problems
+
+
+def settings_from(
+    cls,                # A settings dataclass (TrainSettings, SamplerSettings, InferenceSettings).
+    section,            # A config section as a dict (a rule's --settings JSON, decoded).
+    what,               # Its name in messages: "training", "sampler", "inference".
+):
+    """``cls(**section)``, with an unknown key a ValueError naming it and the allowed ones
+    (not a TypeError traceback): the one way every script turns a section into settings."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(section) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {what} settings {unknown}; allowed: {', '.join(names)}")
+    return cls(**section)
 
 
 def merge(base, overlay):

@@ -117,7 +117,11 @@ class Emulator:
             raise TypeError(f"settings must be a cosmodiff.sampling.SamplerSettings, got {settings!r}")
         seed = settings.seed if seed is None else seed
         solve, options = SAMPLERS[settings.sampler], settings.sampler_kwargs()
-        res = int(resolution or self.resolution)
+        res = self.resolution if resolution is None else int(resolution)
+        factor = getattr(self.model, "downsampling_factor", 1)
+        if res < 1 or res % factor:
+            raise ValueError(f"resolution must be a positive multiple of the network's downsampling factor "
+                             f"{factor} (the checkpoint's: {self.resolution}), got {resolution}")
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         out = []
         for start in range(0, n, settings.batch_size):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import settings_from
 from .diffusion import _clamp, _progress, _randn
 from .protocol import PRECISIONS, WEIGHTS
 
@@ -295,11 +296,7 @@ class SamplerSettings:
     @classmethod
     def from_json(cls, text):
         """From a config section as JSON (a rule's ``--settings``); unknown keys are an error."""
-        options = json.loads(text)
-        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown sampler settings {unknown}; expected some of {sorted(cls.__dataclass_fields__)}")
-        return cls(**options)
+        return settings_from(cls, json.loads(text), "sampler")
 
     def emulator_kwargs(self):
         """Keyword arguments of :meth:`cosmodiff.emulator.Emulator.from_checkpoint`."""

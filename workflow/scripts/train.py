@@ -12,6 +12,7 @@ from pathlib import Path
 import _bootstrap
 
 from cosmodiff import plots
+from cosmodiff.config import settings_from
 from cosmodiff.prepare import read_normalisation
 from cosmodiff.train import Diverged, Interrupted, TrainSettings, train
 
@@ -41,7 +42,7 @@ def main(argv=None):
         args.init = Path(json.loads(args.init_selection.read_text())["checkpoint"])
     settings = json.loads(args.settings)
     settings.pop("gpus", None)  # how many processes torchrun launched: not a training setting
-    settings = TrainSettings(**settings)
+    settings = settings_from(TrainSettings, settings, "training")
     try:
         paths = train(
             args.data,

@@ -14,8 +14,9 @@ the workflow.
 from __future__ import annotations
 
 import numbers
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
+from ..config import settings_from
 from .estimators import ESTIMATORS, default_draws, draws
 
 #: The grid scans of one field (:func:`cosmodiff.inference.scan_field`).
@@ -89,11 +90,7 @@ class InferenceSettings:
     ):
         """The settings of a config section (e.g. ``json.loads`` of a rule's ``--settings``);
         an unknown key or a bad value is a ValueError naming it."""
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(section) - set(names))
-        if unknown:
-            raise ValueError(f"unknown inference settings {unknown}; allowed: {', '.join(names)}")
-        return cls(**section)
+        return settings_from(cls, section, "inference")
 
     def to_dict(self):
         """The settings as a plain dict (the section's keys)."""

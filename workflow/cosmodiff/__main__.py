@@ -77,6 +77,21 @@ def _check_config(args):
     return 0
 
 
+def _model_check(args, emu, field, settings, post):
+    """The misspecification check of the field at its posterior mode against
+    ``--check-samples`` fields the model draws there (cosmodiff.inference.checks)."""
+    from .inference.checks import misspecification
+    from .inference.potential import Potential
+    from .sampling import SamplerSettings
+
+    mode = tuple(float(v) for v in post.mode)
+    sampler = SamplerSettings(sampler="dpm2m", steps=25, spacing="quadratic", clip=False, batch_size=args.batch_size)
+    references = emu.sample(*mode, args.check_samples, sampler, seed=args.check_seed)
+    print(f"model check: {args.check_samples} fields drawn at the posterior mode, each scored there", file=sys.stderr)
+    return misspecification(lambda x: Potential.from_emulator(emu, x, **settings.potential_options()), mode, field,
+                            references, threshold=args.check_threshold)
+
+
 def _infer(args):
     import json
     from dataclasses import fields
@@ -109,9 +124,13 @@ def _infer(args):
               f"68% [{summary[f'{name}_lo68']:.4f}, {summary[f'{name}_hi68']:.4f}]  "
               f"95% [{summary[f'{name}_lo95']:.4f}, {summary[f'{name}_hi95']:.4f}]")
     print(f"{post.evaluations} network evaluations")
+    check = _model_check(args, emu, field, settings, post) if args.check_samples else None
+    if check is not None:
+        print(f"cosmodiff infer: {'warning: ' if check.flagged else ''}{check.message()}", file=sys.stderr)
     if args.output:
         post.to_hdf5(args.output, {"checkpoint": str(args.checkpoint), "field": str(args.field),
-                                   "truth": list(truth) if truth else [], "settings": json.dumps(vars(args), default=str)})
+                                   "truth": list(truth) if truth else [], "settings": json.dumps(vars(args), default=str),
+                                   "model_check": json.dumps(check.to_dict() if check else None)})
         print(f"wrote the posterior grid to {args.output}")
     return 0
 
@@ -121,6 +140,14 @@ def _positive(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _at_least_two_or_zero(text):
+    """argparse type: 0 (off) or an integer >= 2 (a spread needs two)."""
+    value = int(text)
+    if value == 1 or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no check) or at least 2, got {value}")
     return value
 
 
@@ -189,6 +216,11 @@ def main(argv=None):
     i.add_argument("--n-fine", type=int, default=keep, help="fine grid points per axis")
     i.add_argument("--max-refine", type=int, default=keep)
     i.add_argument("--batch-size", type=_positive, default=64)
+    i.add_argument("--check-samples", type=_at_least_two_or_zero, default=8, metavar="K",
+                   help="model check: K fields drawn at the posterior mode give the typical U per pixel; a field far "
+                        "from it is flagged as one the model does not describe (0: no check)")
+    i.add_argument("--check-threshold", type=float, default=5.0, help="model check: |z| that flags the field")
+    i.add_argument("--check-seed", type=int, default=0, help="model check: seed of the drawn fields")
     i.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     i.set_defaults(func=_infer)
     c = sub.add_parser("check-config", help="validate a workflow config (YAML syntax errors with file and line)")

@@ -408,6 +408,8 @@ def read_params(path) -> np.ndarray:
     2D with exactly six columns (or has ragged / non-numeric rows).
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty parameter table")
     try:
         with open(path) as f:
             arr = np.loadtxt(f, dtype=np.float64, comments="#", ndmin=2)

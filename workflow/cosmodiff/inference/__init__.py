@@ -19,6 +19,13 @@ One module per job:
   predictor of the lognormal synthetic data (a Wiener filter in Fourier space), so that
   everything here can be tested against the exact likelihood without training a network;
   :func:`oracle_check` does that for one field.
+* :mod:`~cosmodiff.inference.tabulated`: :class:`TabulatedOracle`, the Wiener oracle with its
+  spectrum tabulated in (Omega_m, sigma_8) and interpolated by a cubic spline in torch: an
+  exact denoiser differentiable in theta, so that gradient-based samplers can be tested.
+* :mod:`~cosmodiff.inference.mcmc`: :func:`nuts` -> :class:`NUTSResult`, pyro's No-U-Turn
+  sampler on exp(-U(theta)) under the box prior, through ``Potential.torch_call`` (U
+  differentiable in theta through the network's cond); samples, moments, ESS, R-hat and
+  network evaluations per effective sample. Needs pyro-ppl (the ``workflow`` extra).
 * :mod:`~cosmodiff.inference.grid`: :func:`grid_posterior` -> :class:`GridPosterior`
   (normalised posterior, marginals, means, stds, equal-tailed intervals, 2D highest-density
   levels, HDF5 output); :func:`grid_around` (the authors' +-0.1 window clipped to the prior),
@@ -101,6 +108,8 @@ _LAZY = {
              "grid_around", "grid_posterior", "scan_field"),
     "oracle": ("OracleBoundPotential", "WienerOracle", "oracle_check"),
     "calibration": ("coverage",),
+    "tabulated": ("TabulatedOracle",),
+    "mcmc": ("NUTSResult", "nuts"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 

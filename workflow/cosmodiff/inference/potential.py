@@ -6,7 +6,8 @@ Every potential is an object with ``potential(theta) -> U`` and an ``evaluations
 
 * :class:`Potential`: the diffusion model's variational bound, estimated with common random
   numbers (the estimators are described in :mod:`cosmodiff.inference`); ``evaluations``
-  counts network evaluations.
+  counts network evaluations. ``torch_call`` is the same U differentiable in theta (through
+  the network's cond), for gradient-based samplers (:mod:`cosmodiff.inference.mcmc`).
 * :class:`ExactLog10Potential` (:func:`exact_log10_potential`): the exact likelihood of a
   prepared lognormal field; ``evaluations`` counts parameter points.
 
@@ -73,6 +74,13 @@ class Potential(BasePotential):
     training-like normalisation). ``antithetic`` pairs every draw with -eps, which cancels
     the part of each term that is odd in eps. See :mod:`cosmodiff.inference` for measurements.
 
+    Gradients: :meth:`torch_call` is the same U for a torch theta, differentiable through the
+    network's conditioning input (same batches, noise, timesteps and weights; the prior term
+    does not depend on theta); :meth:`value_and_grad` is its numpy form. Each batch is
+    backpropagated as soon as it is evaluated, so only one batch's graph is held at a time;
+    ``gradient_evaluations`` counts the network inputs backpropagated (each also counts in
+    ``evaluations``). Only first derivatives (no Hessians through ``torch_call``).
+
     The network should be in eval mode (a ``torch.nn.Module`` is put there). No autocast:
     the bound sums a term per pixel and needs at least float32.
     """
@@ -138,6 +146,7 @@ class Potential(BasePotential):
             (i, int(t), j, s) for i, t in enumerate(self.timesteps) for j in range(self.draws[i]) for s in signs
         ]
         self.evaluations = 0
+        self.gradient_evaluations = 0
         self._noise = {}
 
     @classmethod
@@ -168,18 +177,19 @@ class Potential(BasePotential):
                 self._noise[key] = n
         return n
 
-    @torch.no_grad()
-    def terms(
+    def _sweep(
         self,
-        theta,              # Parameter points (M, 2) (or (2,)): physical (Omega_m, sigma_8).
+        theta,              # Parameter points (M, 2) float64 numpy.
+        gradient = False,   # Also dU/dtheta, backpropagating each batch through the network's cond.
     ):
-        """The bound terms (M, len(timesteps)) float64 at ``self.timesteps``, unweighted,
-        each averaged over its noise draws (and signs)."""
-        theta = np.asarray(theta, dtype=np.float64).reshape(-1, 2)
+        """Every network input of theta, ``batch_size`` at a time: (vals (E * M,) float64 in
+        entry-major order, dU/dtheta (M, 2) float64 or None)."""
         M, E = theta.shape[0], len(self._entries)
         flat_e = np.repeat(np.arange(E), M)  # entry-major: consecutive inputs share a noise
         flat_m = np.tile(np.arange(M), E)
-        cond_all = torch.from_numpy(theta).to(device=self.device, dtype=self.dtype)
+        leaf = torch.from_numpy(theta).requires_grad_(gradient)  # CPU float64, cast per batch (MPS has no float64)
+        coef = self._coefficients()[flat_e] if gradient else None
+        grad = np.zeros((M, 2)) if gradient else None
         vals = np.empty(flat_e.size)
         starts = range(0, flat_e.size, self.batch_size)
         if self.progress:
@@ -193,17 +203,48 @@ class Potential(BasePotential):
             noise = torch.stack([s * self._noise_for(t, j) for _, t, j, s in ent])
             noise = noise[torch.from_numpy(inv.reshape(-1)).to(self.device)]
             t = torch.tensor([ent[k][1] for k in inv.reshape(-1)], dtype=torch.long, device=self.device)
-            cond = cond_all[torch.from_numpy(flat_m[lo:hi]).to(self.device)]
             x0 = self.x0.expand(hi - lo, *self.x0.shape[1:])
-            out = self.diffusion.vb_terms(self.model, x0, cond, t, noise)
+            with torch.set_grad_enabled(gradient):
+                cond = leaf.to(device=self.device, dtype=self.dtype)[torch.from_numpy(flat_m[lo:hi]).to(self.device)]
+                out = self.diffusion.vb_terms(self.model, x0, cond, t, noise)
+                if gradient:
+                    if not out.requires_grad:
+                        raise TypeError("the model's output does not depend differentiably on cond (the plain "
+                                        "WienerOracle looks its spectra up in numpy: use TabulatedOracle)")
+                    w = torch.from_numpy(coef[lo:hi]).to(out)
+                    (g,) = torch.autograd.grad((w * out).sum(), leaf)
+                    grad += g.detach().to("cpu", torch.float64).numpy()
+                    self.gradient_evaluations += hi - lo
             vals[lo:hi] = out.detach().to("cpu", torch.float64).numpy()
             self.evaluations += hi - lo
-        vals = vals.reshape(E, M)
+        return vals, grad
+
+    def _coefficients(self):
+        """Weight of each entry's value in U (E,): its timestep's weight over the number of
+        entries (draws and signs) that timestep averages."""
+        index = np.array([e[0] for e in self._entries])
+        count = np.bincount(index, minlength=len(self.timesteps))
+        return self.weights[index] / count[index]
+
+    def _aggregate(self, vals, M):
+        """The terms (M, len(timesteps)) from the entry-major values of :meth:`_sweep`."""
+        vals = vals.reshape(len(self._entries), M)
         index = np.array([e[0] for e in self._entries])
         terms = np.zeros((len(self.timesteps), M))
         np.add.at(terms, index, vals)
         count = np.bincount(index, minlength=len(self.timesteps))
         return (terms / count[:, None]).T
+
+    @torch.no_grad()
+    def terms(
+        self,
+        theta,              # Parameter points (M, 2) (or (2,)): physical (Omega_m, sigma_8).
+    ):
+        """The bound terms (M, len(timesteps)) float64 at ``self.timesteps``, unweighted,
+        each averaged over its noise draws (and signs)."""
+        theta = np.asarray(theta, dtype=np.float64).reshape(-1, 2)
+        vals, _ = self._sweep(theta)
+        return self._aggregate(vals, theta.shape[0])
 
     def __call__(
         self,
@@ -211,6 +252,48 @@ class Potential(BasePotential):
     ):
         """U(theta) (M,) float64, nats: the weighted sum of the terms (+ prior_kl)."""
         return self.terms(theta) @ self.weights + self.prior
+
+    def value_and_grad(
+        self,
+        theta,              # Parameter points (M, 2) (or (2,)): physical (Omega_m, sigma_8).
+    ):
+        """(U (M,), dU/dtheta (M, 2)) float64: U as :meth:`__call__` computes it (same
+        batches; equal to rounding) and its gradient through the network's cond, one
+        backward pass per batch."""
+        theta = np.asarray(theta, dtype=np.float64).reshape(-1, 2)
+        vals, grad = self._sweep(theta, gradient=True)
+        return self._aggregate(vals, theta.shape[0]) @ self.weights + self.prior, grad
+
+    def torch_call(
+        self,
+        theta,              # Parameter points, a tensor (..., 2): physical (Omega_m, sigma_8).
+    ):
+        """U(theta) as a float64 tensor of shape theta.shape[:-1] on theta's device. When theta
+        requires grad, U carries dU/dtheta (computed now, batch by batch, by
+        :meth:`value_and_grad`; first derivatives only); otherwise it is :meth:`__call__`."""
+        theta = torch.as_tensor(theta).to(torch.float64)
+        flat = theta.reshape(-1, 2)
+        if flat.requires_grad and torch.is_grad_enabled():
+            U = _PotentialFunction.apply(flat, self)
+        else:
+            U = torch.from_numpy(self(flat.detach().cpu().numpy())).to(theta.device)
+        return U.reshape(theta.shape[:-1])
+
+
+class _PotentialFunction(torch.autograd.Function):
+    """U(theta) (M,) of a :class:`Potential` with its gradient computed in the forward pass
+    (one batch's graph in memory at a time) and applied in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, theta, potential):
+        U, grad = potential.value_and_grad(theta.detach().cpu().numpy())
+        ctx.save_for_backward(torch.from_numpy(grad).to(theta))
+        return torch.from_numpy(U).to(theta)
+
+    @staticmethod
+    def backward(ctx, grad_U):
+        (grad,) = ctx.saved_tensors
+        return grad_U[:, None] * grad, None
 
 
 class ExactLog10Potential(BasePotential):

@@ -18,6 +18,7 @@ BIN     = $(VENV)/bin
 # Snakemake reports a YAML syntax error in a --configfile without file or line: check first.
 CHECK   = $(BIN)/python -m cosmodiff check-config
 STAMP   = $(VENV)/.installed
+EXTRAS  = $(VENV)/.baselines
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
 
@@ -30,6 +31,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[workflow,test]"
+	touch $@
+
+# pyro-ppl and sbi (NUTS on the bound, the neural-posterior baseline): tests and bench only
+$(EXTRAS): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[baselines]"
 	touch $@
 
 # The TeX engine of the paper rule and poppler-utils (the paper tests read the PDF back).
@@ -54,7 +60,7 @@ demo: $(STAMP) tex
 	$(BIN)/python benchmarks/rule_times.py results/demo
 	@echo "Done: figures in results/demo/figures, the report in results/demo/report.html"
 
-bench: $(STAMP) tex
+bench: $(STAMP) $(EXTRAS) tex
 	$(CHECK) config/bench.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/bench.yaml
 	$(BIN)/python benchmarks/rule_times.py results/bench
@@ -64,7 +70,7 @@ smoke: $(STAMP)
 	$(CHECK) config/smoke.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
-test: $(STAMP) tex
+test: $(STAMP) $(EXTRAS) tex
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -1,7 +1,7 @@
 # One command each, on a fresh machine:
 #   make demo   - set up .venv and run the whole workflow on the embedded synthetic data
 #   make test   - set up .venv and run the test suite
-#   make bench  - the likelihood bench (config/bench.yaml, ~1.5 h on 2 cores): is the network's
+#   make bench  - the likelihood bench (config/bench.yaml, ~2 h 10 min on 2 cores): is the network's
 #                 bound the likelihood? Run nothing else that uses torch beside it.
 # demo and test first install TeX Live for the paper's PDF (`make tex`: as root with apt-get;
 # elsewhere it says what to install, and the paper rule fails until it is there).

@@ -25,7 +25,13 @@ One module per job:
 * :mod:`~cosmodiff.inference.mcmc`: :func:`nuts` -> :class:`NUTSResult`, pyro's No-U-Turn
   sampler on exp(-U(theta)) under the box prior, through ``Potential.torch_call`` (U
   differentiable in theta through the network's cond); samples, moments, ESS, R-hat and
-  network evaluations per effective sample. Needs pyro-ppl (the ``workflow`` extra).
+  network evaluations per effective sample. Needs pyro-ppl (the ``baselines`` extra).
+* :mod:`~cosmodiff.inference.npe`: :class:`NPEBaseline`, the neural-posterior baseline (sbi's
+  NPE, a normalising flow) on :func:`summaries` (P(k) of the log field and its pixel PDF),
+  calibrated by sbi's SBC. Needs sbi (the ``baselines`` extra).
+* :mod:`~cosmodiff.inference.checks`: :func:`misspecification`, whether the model describes a
+  field at all: U per pixel at the posterior mode against fields the model draws there
+  (``python -m cosmodiff infer`` warns on a flagged field).
 * :mod:`~cosmodiff.inference.grid`: :func:`grid_posterior` -> :class:`GridPosterior`
   (normalised posterior, marginals, means, stds, equal-tailed intervals, 2D highest-density
   levels, HDF5 output); :func:`grid_around` (the authors' +-0.1 window clipped to the prior),
@@ -110,6 +116,8 @@ _LAZY = {
     "calibration": ("coverage",),
     "tabulated": ("TabulatedOracle",),
     "mcmc": ("NUTSResult", "nuts"),
+    "npe": ("NPEBaseline",),
+    "checks": ("MisspecificationCheck", "misspecification"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 

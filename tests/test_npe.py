@@ -24,7 +24,9 @@ def _fields(n_cosmologies, maps_each, seed):
 
 @pytest.fixture(scope="module")
 def trained():
-    theta, maps = _fields(120, 5, 1)  # 600 training maps: ~15 s of spectra
+    # 1,000 training maps (~35 s of spectra). With 600 and a MAF the posteriors were
+    # over-confident (Omega_m narrower than exact, 68% coverage 0.50-0.57 on 60 fields)
+    theta, maps = _fields(250, 4, 1)
     return NPEBaseline(seed=0).fit(theta, summaries(maps), max_epochs=300)
 
 
@@ -38,14 +40,15 @@ def test_summaries_shape_and_refusal():
 
 
 def test_npe_is_calibrated_on_held_out_fields(trained):
-    """SBC over 60 held-out fields: the coverage of the central 68% / 95% intervals within 3
-    binomial standard errors of nominal (0.18 / 0.08 at 60 fields)."""
-    theta, maps = _fields(60, 1, 2)
+    """SBC over 100 held-out fields: the coverage of the central 68% / 95% intervals within 3
+    binomial standard errors of nominal (0.14 / 0.065 at 100 fields), ranks uniform (KS)."""
+    theta, maps = _fields(100, 1, 2)
     cal = trained.calibration(theta, summaries(maps), n=300)
-    print(f"\nNPE ({trained.epochs} epochs) on 60 held-out fields: {cal}")
+    print(f"\nNPE ({trained.epochs} epochs) on 100 held-out fields: {cal}")
     for name in ("omega_m", "sigma_8"):
-        assert abs(cal[f"{name}_coverage68"] - 0.68) < 0.18, cal
-        assert cal[f"{name}_coverage95"] > 0.95 - 0.09, cal
+        assert abs(cal[f"{name}_coverage68"] - 0.68) < 0.14, cal
+        assert cal[f"{name}_coverage95"] > 0.95 - 0.065, cal
+        assert cal[f"{name}_ks_pvalue"] > 0.001, cal
 
 
 def test_npe_is_not_narrower_than_the_exact_posterior(trained):

@@ -349,7 +349,7 @@ CASES = [
     Case(U, "sample --batch-size 0", sample("--batch-size", "0"), names=("--batch-size",), torch=False),
     Case(U, "sample --steps 0", sample("--steps", "0"), names=("--steps",), torch=False),
     Case(U, "sample --resolution 7 (odd: the network halves it)", sample("--resolution", "7"),
-         names=("7x7",)),
+         names=("downsampling factor", "got 7")),
     Case(U, "sample --resolution 0", sample("--resolution", "0"), names=("resolution",)),
     Case(U, "sample --resolution -16", sample("--resolution", "-16"), names=("resolution",)),
     Case(U, "sample --device cuda on a CPU build", sample("--device", "cuda"), names=("cuda",),

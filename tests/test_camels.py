@@ -528,3 +528,18 @@ def test_check_npy_names_the_file_and_never_suggests_pickle(tmp_path):
     with pytest.raises(ValueError, match="holds Python objects") as info:
         camels.check_npy(obj)
     assert "allow_pickle" not in str(info.value)
+
+
+def test_an_hdf5_writer_that_would_not_fit_refuses_before_writing(tmp_path):
+    """HDF5 does not survive a full disk (a RuntimeError traceback from sample, a crash that
+    left prepare's .tmp): the writers that know their size check it first (files.check_space)
+    and fail with one line naming the file, leaving nothing behind."""
+    from cosmodiff.emulator import write_samples
+
+    dest = tmp_path / "s.h5"
+    maps = np.full((8, 64, 64), 10.5, np.float32)
+    with _file_size_limit(100_000), pytest.raises(OSError, match=r"s.h5 would need about 0.3 MB, above .* \(ulimit -f\)"):
+        write_samples(dest, maps, np.tile([0.3, 0.8], (8, 1)), {})
+    assert list(tmp_path.iterdir()) == []
+    write_samples(dest, maps, np.tile([0.3, 0.8], (8, 1)), {})  # without the limit it fits
+    assert dest.exists()

@@ -154,7 +154,8 @@ def write_samples(path, log_maps, params, settings):
     from .files import atomic_output
 
     log_maps = np.asarray(log_maps, dtype=np.float32)
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+    # maps and log10 maps, float32 each
+    with atomic_output(path, nbytes=2 * log_maps.nbytes) as tmp, h5py.File(tmp, "w") as f:
         with np.errstate(over="ignore"):
             f.create_dataset("maps", data=(10.0 ** log_maps.astype(np.float64)).astype(np.float32))
         f.create_dataset("log10_maps", data=log_maps)

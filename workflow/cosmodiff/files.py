@@ -13,7 +13,9 @@ two halves, for a writer that opens its file in one call and finishes it in anot
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import resource
 import shutil
 import tempfile
 from pathlib import Path
@@ -62,11 +64,27 @@ def commit(tmp, path, durable=False):
     os.replace(tmp, path)
 
 
+def check_space(path, nbytes):
+    """OSError (ENOSPC, or EFBIG under a file-size limit) naming ``path`` when ``nbytes`` (plus
+    5% and 64 KiB for metadata) will not fit beside it. HDF5 does not survive a full disk: it
+    raises a RuntimeError or crashes mid-write and leaves its temporary file, so the writers
+    that know their size ask first."""
+    need = int(1.05 * int(nbytes)) + (1 << 16)
+    free = shutil.disk_usage(Path(path).parent).free
+    if need > free:
+        raise OSError(errno.ENOSPC, f"not enough space for {path}: it needs about {need / 1e6:.0f} MB, "
+                                    f"{free / 1e6:.0f} MB are free; free space or write elsewhere")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and need > limit:
+        raise OSError(errno.EFBIG, f"{path} would need about {need / 1e6:.1f} MB, above this process's file-size "
+                                   f"limit of {limit / 1e6:.1f} MB (ulimit -f)")
+
+
 @contextlib.contextmanager
-def atomic_output(path, durable=False):
+def atomic_output(path, durable=False, nbytes=None):
     """Yield a temporary path next to ``path``; rename it onto ``path`` when the block ends
     cleanly (see :func:`commit` for ``durable``), delete it when the block raises (``path``
-    is then left as it was)::
+    is then left as it was); with ``nbytes``, first check that they fit (:func:`check_space`)::
 
         with atomic_output("s.h5") as tmp:
             with h5py.File(tmp, "w") as f:
@@ -74,6 +92,8 @@ def atomic_output(path, durable=False):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if nbytes is not None:
+        check_space(path, nbytes)
     tmp = temporary_path(path)
     try:
         yield tmp

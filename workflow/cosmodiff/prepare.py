@@ -245,7 +245,8 @@ def _create_output(stack, path, r, ranges, params):
     maps (to be filled), params and sim."""
     import h5py
 
-    tmp = stack.enter_context(atomic_output(path))
+    n_maps = sum(b - a for a, b in ranges.values()) * MAPS_PER_SIM
+    tmp = stack.enter_context(atomic_output(path, nbytes=4 * n_maps * r * r))  # float32 maps
     f = stack.enter_context(h5py.File(tmp, "w"))
     for split, (a, b) in ranges.items():
         n = (b - a) * MAPS_PER_SIM

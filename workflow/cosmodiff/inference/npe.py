@@ -57,6 +57,28 @@ def box_prior(prior=PRIOR):
     return BoxUniform(low=lo, high=hi)
 
 
+class _NoTracker:
+    """sbi's training tracker, doing nothing: its default writes TensorBoard logs into
+    ./sbi-logs of whatever folder the process runs in."""
+
+    log_dir = None
+
+    def log_metric(self, *args, **kwargs):
+        pass
+
+    def log_metrics(self, *args, **kwargs):
+        pass
+
+    def log_params(self, *args, **kwargs):
+        pass
+
+    def add_figure(self, *args, **kwargs):
+        pass
+
+    def flush(self):
+        pass
+
+
 class NPEBaseline:
     """An NPE posterior q(theta | s(x)) trained on (theta, summaries) pairs.
 
@@ -93,7 +115,8 @@ class NPEBaseline:
             raise ValueError(f"need theta (n, 2) and summaries (n, d) of the same n, got {tuple(theta.shape)} and "
                              f"{tuple(x.shape)}")
         torch.manual_seed(self.seed)
-        trainer = NPE(prior=box_prior(self.prior), density_estimator=self.density_estimator, show_progress_bars=progress)
+        trainer = NPE(prior=box_prior(self.prior), density_estimator=self.density_estimator, show_progress_bars=progress,
+                      tracker=_NoTracker())
         estimator = trainer.append_simulations(theta, x).train(
             max_num_epochs=int(max_epochs), training_batch_size=int(batch_size),
             validation_fraction=float(validation_fraction), show_train_summary=False)

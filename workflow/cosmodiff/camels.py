@@ -177,6 +177,33 @@ def _host(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc or url
 
 
+def _stream(resp, part, mode, url, start, chunk_size, bar):
+    """Write the response body to ``part`` (``mode`` "wb" or "ab") and return the bytes
+    received: a read error is :class:`_Transient`, a write error (full disk, file-size limit)
+    :class:`_WriteFailed`."""
+    received = 0
+    try:
+        with open(part, mode) as f:
+            while True:
+                try:
+                    block = resp.read(chunk_size)
+                except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout,
+                        http.client.HTTPException, OSError) as e:
+                    raise _Transient(f"connection to {_host(url)} dropped after {start + received} bytes: {e!r}") from None
+                if not block:
+                    break
+                f.write(block)
+                received += len(block)
+                bar.update(len(block))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # opening, writing or syncing the part: the read errors are _Transient above
+        raise _WriteFailed(part, e) from None
+    finally:
+        bar.close()
+    return received
+
+
 def _fetch_once(url: str, part: Path, chunk_size: int, timeout: float, progress: bool):
     """One HTTP request that appends to (or restarts) ``part``.
 
@@ -242,37 +269,8 @@ def _fetch_once(url: str, part: Path, chunk_size: int, timeout: float, progress:
         if total is None and length is not None:
             total = start + length
 
-        received = 0
         bar = _progress_bar(total, start, part.name[: -len(".part")], progress)
-        try:
-            f = open(part, mode)
-        except OSError as e:
-            raise _WriteFailed(part, e) from None
-        try:
-            with f:
-                while True:
-                    try:
-                        block = resp.read(chunk_size)
-                    except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout,
-                            http.client.HTTPException, OSError) as e:
-                        raise _Transient(
-                            f"connection to {_host(url)} dropped after {start + received} bytes: {e!r}"
-                        ) from None
-                    if not block:
-                        break
-                    try:
-                        f.write(block)
-                    except OSError as e:  # a full disk, a file-size limit
-                        raise _WriteFailed(part, e) from None
-                    received += len(block)
-                    bar.update(len(block))
-                try:
-                    f.flush()
-                    os.fsync(f.fileno())
-                except OSError as e:
-                    raise _WriteFailed(part, e) from None
-        finally:
-            bar.close()
+        received = _stream(resp, part, mode, url, start, chunk_size, bar)
         if length is not None and received < length:
             # urllib returns b"" (no exception) when the socket closes early.
             raise _Transient(
@@ -280,6 +278,18 @@ def _fetch_once(url: str, part: Path, chunk_size: int, timeout: float, progress:
                 f"(expected {start + length})"
             )
     return total
+
+
+def _gave_up(url, part, attempts, last_error):
+    """The DownloadError after the last failed attempt: what failed, what to check, and the
+    bytes kept in ``part`` for a resume."""
+    have = part.stat().st_size if part.exists() else 0
+    kept = f" The {have} bytes received so far are kept in {part}; running again resumes from there." if have else ""
+    return DownloadError(
+        f"download of {url} failed after {attempts} attempt(s): {last_error}.\n"
+        f"Check the network connection to {_host(url)} (or the CMD base URL in the config), or download the file "
+        f"by other means and point the config's local data folder option at it.{kept}"
+    )
 
 
 def download(
@@ -354,19 +364,7 @@ def download(
         except _Transient as e:
             last_error = str(e)
             if attempt >= attempts:
-                have = part.stat().st_size if part.exists() else 0
-                kept = (
-                    f" The {have} bytes received so far are kept in {part}; running again "
-                    "resumes from there."
-                    if have
-                    else ""
-                )
-                raise DownloadError(
-                    f"download of {url} failed after {attempts} attempt(s): {last_error}.\n"
-                    f"Check the network connection to {_host(url)} (or the CMD base URL in the "
-                    "config), or download the file by other means and point the config's local "
-                    f"data folder option at it.{kept}"
-                ) from None
+                raise _gave_up(url, part, attempts, last_error) from None
             after = part.stat().st_size if part.exists() else 0
             if after <= before and backoff > 0:
                 time.sleep(backoff * 2 ** (attempt - 1))

@@ -58,10 +58,10 @@ EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "sampler_co
 @pytest.mark.parametrize(
     "name,expected",
     [
-        # one validation job per checkpoint: demo 4 + 2, smoke 2 + 2, paper 15 + 75 (every 4,000)
-        # ... and one posterior job per field: demo 15, smoke 2, paper 10 (validation fields)
+        # one validation job per checkpoint: demo 4 + 1, smoke 2 + 2, paper 15 + 75 (every 4,000)
+        # ... and one posterior job per field: demo 10, smoke 2, paper 10 (validation fields)
         # ... and the exact-denoiser check where the data are lognormal (demo only)
-        ("config", {"synthesize": 1, "validate_checkpoint": 6, "posterior": 15, "calibration": 1, "oracle": 1,
+        ("config", {"synthesize": 1, "validate_checkpoint": 5, "posterior": 10, "calibration": 1, "oracle": 1,
                     "likelihood_diagnostic": 1, **EMULATE}),
         # the bench: 4 + 1 checkpoints, 50 fields, the diagnostic, a convergence scan per
         # pretraining checkpoint, the exact denoiser's scans and the targets table

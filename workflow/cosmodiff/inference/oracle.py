@@ -168,11 +168,20 @@ class WienerOracle(torch.nn.Module):
         """Exact -log N(x0; mu, A^2 C_g) per field (B,) float64, nats of the normalised field."""
         x = np.asarray(torch.as_tensor(x0).detach().cpu().double().numpy())
         x = x.reshape(x.shape[0], x.shape[-2], x.shape[-1])
-        n = x.shape[-1]
-        lam, mu = self.spectrum(theta[0], theta[1], n)
-        lam = lam.numpy()
-        quad = (np.abs(np.fft.fft2(x - mu)) ** 2 / lam).sum(axis=(-2, -1)) / (n * n)
-        return 0.5 * (quad + np.log(lam).sum() + n * n * math.log(2 * math.pi))
+        lam, mu = self.spectrum(theta[0], theta[1], x.shape[-1])
+        return circulant_nll(x, lam.numpy(), mu)
+
+
+def circulant_nll(
+    x,                  # Normalised fields (..., N, N).
+    lam,                # Eigenvalues (N, N) of the circulant covariance C (its spectrum on the FFT grid).
+    mu,                 # The mean (a number).
+):
+    """-log N(x; mu, C) per field (...,) float64, nats, for C circulant (diagonal in Fourier space)."""
+    x = np.asarray(x, dtype=np.float64)
+    pixels = x.shape[-2] * x.shape[-1]
+    quad = (np.abs(np.fft.fft2(x - mu)) ** 2 / lam).sum(axis=(-2, -1)) / pixels
+    return 0.5 * (quad + np.log(lam).sum() + pixels * math.log(2 * math.pi))
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,4 +261,4 @@ def oracle_check(
     return posts, rows
 
 
-__all__ = ["OracleBoundPotential", "WienerOracle", "oracle_check"]
+__all__ = ["OracleBoundPotential", "WienerOracle", "circulant_nll", "oracle_check"]

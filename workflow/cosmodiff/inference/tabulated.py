@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..cosmology import BOX_SIZE, OMEGA_B, PRIOR
-from .oracle import WienerOracle
+from .oracle import WienerOracle, circulant_nll
 
 
 def spline_operator(
@@ -154,16 +154,9 @@ class TabulatedOracle(WienerOracle):
             lam_e, mu_e = self.exact_spectrum(om, s8, self.resolution)
             row = {"omega_m": om, "sigma_8": s8, "log_lambda": float((lam_t / lam_e).log().abs().max()), "mu": mu_t - mu_e}
             if field is not None:
-                row["nll"] = _nll(field, lam_t.numpy(), mu_t) - _nll(field, lam_e.numpy(), mu_e)
+                row["nll"] = float(circulant_nll(field, lam_t.numpy(), mu_t) - circulant_nll(field, lam_e.numpy(), mu_e))
             rows.append(row)
         return rows
-
-
-def _nll(x, lam, mu):
-    """-log N(x; mu, C) of one normalised field (N, N), C circulant with eigenvalues lam (N, N)."""
-    x = np.asarray(x, dtype=np.float64)
-    quad = (np.abs(np.fft.fft2(x - mu)) ** 2 / lam).sum() / x.size
-    return float(0.5 * (quad + np.log(lam).sum() + x.size * np.log(2 * np.pi)))
 
 
 __all__ = ["TabulatedOracle", "bspline_weights", "spline_operator"]

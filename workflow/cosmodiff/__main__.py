@@ -88,8 +88,9 @@ def _model_check(args, emu, field, settings, post):
     sampler = SamplerSettings(sampler="dpm2m", steps=25, spacing="quadratic", clip=False, batch_size=args.batch_size)
     references = emu.sample(*mode, args.check_samples, sampler, seed=args.check_seed)
     print(f"model check: {args.check_samples} fields drawn at the posterior mode, each scored there", file=sys.stderr)
+    # the scan already has U at its mode: under the flat prior the mode is the grid's smallest U
     return misspecification(lambda x: Potential.from_emulator(emu, x, **settings.potential_options()), mode, field,
-                            references, threshold=args.check_threshold)
+                            references, threshold=args.check_threshold, observed_u=float(post.potential.min()))
 
 
 def _infer(args):

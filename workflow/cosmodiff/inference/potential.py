@@ -145,6 +145,9 @@ class Potential(BasePotential):
         self._entries = [
             (i, int(t), j, s) for i, t in enumerate(self.timesteps) for j in range(self.draws[i]) for s in signs
         ]
+        # each entry's timestep, and how many entries (draws, signs) each timestep averages
+        self._index = np.array([e[0] for e in self._entries])
+        self._count = np.bincount(self._index, minlength=len(self.timesteps))
         self.evaluations = 0
         self.gradient_evaluations = 0
         self._noise = {}
@@ -222,18 +225,14 @@ class Potential(BasePotential):
     def _coefficients(self):
         """Weight of each entry's value in U (E,): its timestep's weight over the number of
         entries (draws and signs) that timestep averages."""
-        index = np.array([e[0] for e in self._entries])
-        count = np.bincount(index, minlength=len(self.timesteps))
-        return self.weights[index] / count[index]
+        return self.weights[self._index] / self._count[self._index]
 
     def _aggregate(self, vals, M):
         """The terms (M, len(timesteps)) from the entry-major values of :meth:`_sweep`."""
         vals = vals.reshape(len(self._entries), M)
-        index = np.array([e[0] for e in self._entries])
         terms = np.zeros((len(self.timesteps), M))
-        np.add.at(terms, index, vals)
-        count = np.bincount(index, minlength=len(self.timesteps))
-        return (terms / count[:, None]).T
+        np.add.at(terms, self._index, vals)
+        return (terms / self._count[:, None]).T
 
     @torch.no_grad()
     def terms(

@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[workflow,test]"
 	touch $@
 
-# pyro-ppl and sbi (NUTS on the bound, the neural-posterior baseline): tests and bench only
+# pyro-ppl and sbi (NUTS on the bound, the neural-posterior baseline): only their tests use them yet
 $(EXTRAS): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[baselines]"
 	touch $@
@@ -60,7 +60,7 @@ demo: $(STAMP) tex
 	$(BIN)/python benchmarks/rule_times.py results/demo
 	@echo "Done: figures in results/demo/figures, the report in results/demo/report.html"
 
-bench: $(STAMP) $(EXTRAS) tex
+bench: $(STAMP) tex
 	$(CHECK) config/bench.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/bench.yaml
 	$(BIN)/python benchmarks/rule_times.py results/bench

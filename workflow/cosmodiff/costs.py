@@ -56,12 +56,6 @@ def evaluations_per_theta(inference, timesteps=1000):
     return InferenceSettings.from_dict(inference).evaluations_per_theta(timesteps)
 
 
-def grid_points(inference):
-    """Parameter points of one posterior scan (coarse_to_fine: its upper bound) of the
-    ``inference`` settings (:meth:`cosmodiff.inference.InferenceSettings.grid_points`)."""
-    return InferenceSettings.from_dict(inference).grid_points()
-
-
 def _evals_per_map(section, timesteps):
     return timesteps if section["sampler"] == "ancestral" else int(section["steps"])
 
@@ -82,7 +76,7 @@ def rule_work(config):
         "validate_checkpoint": [("eval", low, per_validation), ("eval", native, per_validation)],
         "sample": [("eval", native, (smp["n_points"] + len(smp["points"])) * smp["n_samples"] * _evals_per_map(smp, T))],
         "sampler_cost": [("eval", res[cost["stage"]], cost["n_points"] * cost["n_samples"] * per_cost_map)],
-        "posterior": [("bound", res[inf["stage"]], grid_points(inf) * evaluations_per_theta(inf, T))],
+        "posterior": [("bound", res[inf["stage"]], InferenceSettings.from_dict(inf).evaluations_per_field(T))],
     }
 
 

@@ -110,6 +110,11 @@ class Potential(BasePotential):
         field = np.asarray(field_log10, dtype=np.float64)
         if field.ndim != 2:
             raise ValueError(f"field_log10 must be (N, N), got shape {field.shape}")
+        # everything needed to build the same potential with other options (with_options)
+        self._args = (model, diffusion, field, normalisation)
+        self._options = dict(estimator=estimator, t_max=t_max, t_exact=t_exact, n_strata=n_strata, spacing=spacing,
+                             noise_seed=noise_seed, n_noise=n_noise, antithetic=antithetic, strata_seed=strata_seed,
+                             batch_size=batch_size, device=device, dtype=dtype, progress=progress)
         self.model = model
         if isinstance(model, torch.nn.Module):
             model.eval()
@@ -162,6 +167,18 @@ class Potential(BasePotential):
         """The potential of a trained emulator's network."""
         kwargs.setdefault("device", emulator.device)
         return cls(emulator.model, emulator.diffusion, field_log10, emulator.normalisation, **kwargs)
+
+    def with_options(
+        self,
+        **options,          # Potential keywords to change (estimator, t_exact, n_strata, n_noise, ...).
+    ):
+        """A new potential of the same network, field and normalisation with some options
+        changed (its own evaluation counters): e.g. the cheap estimator of a local scan's
+        coarse grid."""
+        unknown = set(options) - set(self._options)
+        if unknown:
+            raise TypeError(f"unknown Potential option(s) {sorted(unknown)}")
+        return type(self)(*self._args, **{**self._options, **options})
 
     @property
     def evaluations_per_theta(self):

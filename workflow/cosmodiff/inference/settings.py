@@ -14,13 +14,16 @@ the workflow.
 from __future__ import annotations
 
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..config import settings_from
 from .estimators import ESTIMATORS, default_draws, draws
 
 #: The grid scans of one field (:func:`cosmodiff.inference.scan_field`).
-SCANS = ("coarse_to_fine", "around_truth")
+SCANS = ("coarse_to_fine", "local", "around_truth")
+#: The cheap estimator of the local scan's coarse grid (30 evaluations per theta): it only
+#: places the fine grid.
+COARSE_ESTIMATOR = {"t_exact": 10, "n_strata": 20, "n_noise": 1}
 STAGES = ("pretrain", "finetune")
 SPLITS = ("test", "val")
 WEIGHTS = ("ema", "raw")
@@ -52,11 +55,18 @@ class InferenceSettings:
 
     The grid scan (:func:`~cosmodiff.inference.scan_field`):
 
-    scan:         "coarse_to_fine" (the whole prior, then fine grids) or "around_truth"
-                  (the authors': truth +- half_width).
-    n_coarse:     coarse_to_fine: points per axis of the coarse grid.
-    n_fine:       coarse_to_fine: points per axis of each fine grid.
+    scan:         "coarse_to_fine" (the whole prior, then fine grids), "local" (a cheap
+                  coarse grid, then n_fine^2 well-estimated points splined: the cheap
+                  posterior) or "around_truth" (the authors': truth +- half_width).
+    n_coarse:     coarse_to_fine, local: points per axis of the coarse grid.
+    n_fine:       coarse_to_fine, local: points per axis of each fine grid.
     max_refine:   coarse_to_fine: fine grids at most.
+    n_sigma:      local: the fine grid spans the coarse mean +- n_sigma coarse std.
+    n_interp:     local: points per axis of the splined posterior grid.
+    coarse_refine: local: narrower grids of the cheap estimator after its coarse grid (each
+                  n_coarse^2 points; for posteriors narrower than a coarse cell).
+    coarse_estimator: local: estimator keywords of the coarse grid (t_exact, n_strata, n_noise)
+                  replacing the section's; None: :data:`COARSE_ESTIMATOR`.
     half_width:   around_truth: half width of the window (the authors' 0.1).
     n_grid:       around_truth: points per axis (the authors' 100).
 
@@ -77,6 +87,10 @@ class InferenceSettings:
     n_coarse: int = 11
     n_fine: int = 21
     max_refine: int = 2
+    n_sigma: float = 3.5
+    n_interp: int = 41
+    coarse_refine: int = 0
+    coarse_estimator: dict | None = None
     half_width: float = 0.1
     n_grid: int = 100
     batch_size: int = 256
@@ -103,14 +117,25 @@ class InferenceSettings:
             if value not in allowed:
                 raise ValueError(f"inference setting '{name}': {value!r} is not allowed; expected one of {allowed}")
         minimum = {"t_max": 0, "t_exact": 0, "n_strata": 1, "n_coarse": 2, "n_fine": 2, "max_refine": 0, "n_grid": 2,
-                   "batch_size": 1}
+                   "batch_size": 1, "n_interp": 2,
+                   "coarse_refine": 0}
         for name, lo in minimum.items():
             _check_int(name, getattr(self, name), lo)
         _check_int("noise_seed", self.noise_seed, None)
         if self.n_fields is not None:
             _check_int("n_fields", self.n_fields, 0)
-        if not _is_number(self.half_width) or not self.half_width > 0:
-            raise ValueError(f"inference setting 'half_width': {self.half_width!r} is not allowed; expected a number > 0")
+        for name in ("half_width", "n_sigma"):
+            value = getattr(self, name)
+            if not _is_number(value) or not value > 0:
+                raise ValueError(f"inference setting '{name}': {value!r} is not allowed; expected a number > 0")
+        if self.scan == "local" and self.n_fine < 4:
+            raise ValueError(f"inference setting 'n_fine': {self.n_fine!r} is not allowed with scan 'local'; expected an "
+                             "integer >= 4 (a bicubic spline through the fine grid)")
+        if self.coarse_estimator is not None:
+            unknown = set(self.coarse_estimator) - set(COARSE_ESTIMATOR)
+            if unknown:
+                raise ValueError(f"inference setting 'coarse_estimator': unknown key(s) {sorted(unknown)}; expected "
+                                 f"some of {sorted(COARSE_ESTIMATOR)}")
         if isinstance(self.n_noise, dict):
             for t_end, n in self.n_noise.items():
                 _check_int(f"n_noise[{t_end!r}]", n, 1)
@@ -143,6 +168,16 @@ class InferenceSettings:
         and batch_size."""
         return {**self.estimator_options(field), "batch_size": self.batch_size}
 
+    def coarse_estimator_options(self):
+        """The estimator keywords the local scan's coarse grid changes (t_exact, n_strata,
+        n_noise): :data:`COARSE_ESTIMATOR` updated by ``coarse_estimator``."""
+        return {**COARSE_ESTIMATOR, **(self.coarse_estimator or {})}
+
+    def local_options(self):
+        """The :func:`~cosmodiff.inference.grid.local_scan` keywords: n_coarse, n_fine, n_sigma, n_interp."""
+        return {"n_coarse": self.n_coarse, "n_fine": self.n_fine, "n_sigma": self.n_sigma, "n_interp": self.n_interp,
+                "coarse_refine": self.coarse_refine}
+
     def coarse_to_fine_options(self):
         """The :func:`~cosmodiff.inference.coarse_to_fine` keywords: n_coarse, n_fine, max_refine."""
         return {"n_coarse": self.n_coarse, "n_fine": self.n_fine, "max_refine": self.max_refine}
@@ -174,10 +209,25 @@ class InferenceSettings:
             ts = list(range(int(self.t_exact))) + [timesteps - 1] * int(self.n_strata)
         return sum(draws(n_noise, int(t)) for t in ts)
 
+    def evaluations_per_field(
+        self,
+        timesteps = 1000,   # T of the diffusion.
+    ):
+        """Network evaluations of one posterior scan (coarse_to_fine: its upper bound); for
+        the local scan its coarse grids at the coarse estimator's cost (with coarse_refine:
+        an upper bound) plus its fine grid."""
+        if self.scan != "local":
+            return self.grid_points() * self.evaluations_per_theta(timesteps)
+        coarse = replace(self, **self.coarse_estimator_options())
+        return ((1 + int(self.coarse_refine)) * int(self.n_coarse) ** 2 * coarse.evaluations_per_theta(timesteps)
+                + int(self.n_fine) ** 2 * self.evaluations_per_theta(timesteps))
+
     def grid_points(self):
         """Parameter points of one posterior scan (coarse_to_fine: its upper bound)."""
         if self.scan == "around_truth":
             return int(self.n_grid) ** 2
+        if self.scan == "local":
+            return (1 + int(self.coarse_refine)) * int(self.n_coarse) ** 2 + int(self.n_fine) ** 2
         return int(self.n_coarse) ** 2 + int(self.max_refine) * int(self.n_fine) ** 2
 
 
@@ -198,4 +248,4 @@ def _check_int(name, value, lo):
         raise ValueError(f"inference setting '{name}': {value!r} is not allowed; expected {expected}")
 
 
-__all__ = ["SCANS", "InferenceSettings"]
+__all__ = ["COARSE_ESTIMATOR", "SCANS", "InferenceSettings"]

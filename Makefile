@@ -1,8 +1,9 @@
 # One command each, on a fresh machine:
 #   make demo   - set up .venv and run the whole workflow on the embedded synthetic data
 #   make test   - set up .venv and run the test suite
-#   make bench  - the likelihood bench (config/bench.yaml, ~2 h 10 min on 2 cores): is the network's
-#                 bound the likelihood? Run nothing else that uses torch beside it.
+#   make bench  - the likelihood bench (config/bench.yaml, ~3 h on 2 cores): is the network's
+#                 bound the likelihood, and how do the cheap scan, NUTS and NPE compare?
+#                 Run nothing else that uses torch beside it.
 # demo and test first install TeX Live for the paper's PDF (`make tex`: as root with apt-get;
 # elsewhere it says what to install, and the paper rule fails until it is there).
 # Variables: PYTHON (interpreter for the venv), CORES, TORCH (pip requirement of torch).
@@ -33,7 +34,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[workflow,test]"
 	touch $@
 
-# pyro-ppl and sbi (NUTS on the bound, the neural-posterior baseline): only their tests use them yet
+# pyro-ppl and sbi (NUTS on the bound, the neural-posterior baseline): the bench's baselines
+# rules and their tests use them
 $(EXTRAS): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[baselines]"
 	touch $@
@@ -60,7 +62,7 @@ demo: $(STAMP) tex
 	$(BIN)/python benchmarks/rule_times.py results/demo
 	@echo "Done: figures in results/demo/figures, the report in results/demo/report.html"
 
-bench: $(STAMP) tex
+bench: $(STAMP) $(EXTRAS) tex
 	$(CHECK) config/bench.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/bench.yaml
 	$(BIN)/python benchmarks/rule_times.py results/bench

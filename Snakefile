@@ -24,6 +24,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/emulate.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/diagnose.smk"
+include: "workflow/rules/baselines.smk"
 include: "workflow/rules/paper.smk"
 
 
@@ -35,4 +36,5 @@ rule all:
         rules.emulate.input,
         rules.infer.input,
         rules.diagnose.input,
+        rules.baselines.input,
         rules.paper.output,

@@ -111,6 +111,20 @@ def test_diagnostic_fields_must_have_exact_posteriors(demo):
             f"expected at most inference.n_fields ({demo['inference']['n_fields']})") in _error(demo)
 
 
+def test_baselines_fields_must_have_exact_posteriors_and_settings_must_be_known(demo):
+    n = demo["inference"]["n_fields"]
+    demo["baselines"]["enabled"] = True
+    demo["baselines"]["mcmc_fields"] = n + 1
+    demo["baselines"]["out_of_distribution"]["n_fields"] = n + 2
+    err = _error(demo)
+    assert f"config key 'baselines.mcmc_fields': {n + 1} is not allowed; expected at most inference.n_fields ({n})" in err
+    assert f"config key 'baselines.out_of_distribution.n_fields': {n + 2} is not allowed" in err
+    demo["baselines"]["enabled"] = False  # off: the counts are not used
+    validate_config(demo)
+    demo["baselines"]["cheap"]["n_noise"] = {"1": 0}
+    assert "baselines.cheap.n_noise" in _error(demo)
+
+
 @pytest.mark.parametrize("value,message", [
     ([11.9, 8.9], "config key 'prepare.norm_range': [11.9, 8.9] is not allowed; expected [lo, hi] with lo < hi"),
     ([9.0], "config key 'prepare.norm_range'"),

@@ -502,6 +502,49 @@ def test_likelihood_diagnostics_on_a_tiny_lognormal_run(tmp_path):
         assert (tmp_path / f"results/diag/figures/{name}.png").stat().st_size > 1000
 
 
+def test_baselines_on_a_tiny_lognormal_run(tmp_path):
+    """The baselines target end to end on a smoke-sized lognormal run: the cheap scan, NUTS,
+    NPE, the out-of-distribution sets and the comparison. Checks what holds whatever the
+    (barely trained) network: every method's row, the cheap scan's cost accounting, NPE's SBC
+    fields, one row per out-of-distribution field, and the exact posterior's own row."""
+    import pandas as pd
+
+    from cosmodiff.comparison import METHODS
+    from cosmodiff.inference import InferenceSettings
+
+    cheap = {"scan": "local", "n_coarse": 3, "n_fine": 4, "t_exact": 2, "n_strata": 4, "n_noise": 1,
+             "coarse_estimator": {"t_exact": 2, "n_strata": 2, "n_noise": 1}}
+    cfg = write_config(tmp_path / "base.yaml", **{
+        "run": "base", "data.synthetic.generator": "lognormal", "data.synthetic.n_sims": 12, "prepare.log_floor": 1e4,
+        "prepare.norm_range": [8.5, 12.5], "model.conditioning": "scale_shift", "diagnostics.n_fields": 0,
+        "baselines.enabled": True, "baselines.cheap": cheap, "baselines.mcmc_fields": 1,
+        "baselines.mcmc": {"n_warmup": 5, "n_samples": 10, "n_chains": 1, "seed": 0, "n_coarse": 3},
+        "baselines.mcmc_estimator": {"t_exact": 2, "n_strata": 2, "n_noise": 1},
+        "baselines.npe": {"density_estimator": "mdn", "max_epochs": 3, "seed": 0, "draws": 200, "sbc_maps": 20},
+        "baselines.out_of_distribution": {"n_fields": 1, "noise_levels": [0.1], "outside": [[0.6, 1.1]], "seed": 1,
+                                          "check_samples": 2, "check_threshold": 5.0},
+    })
+    snakemake("baselines", "--cores", "2", "--configfile", str(cfg), cwd=tmp_path)
+    base = tmp_path / "results/base/baselines"
+    table = pd.read_csv(base / "comparison.csv", index_col="method")
+    assert list(table.index) == [METHODS[k] for k in ("exact", "grid", "local", "mcmc", "npe")]
+    assert table.loc[METHODS["mcmc"], "n"] == 1 and (table["n"].drop(METHODS["mcmc"]) == 2).all()
+    settings = InferenceSettings.from_dict({**smoke_config()["inference"], **cheap})
+    assert table.loc[METHODS["local"], "evaluations"] == settings.evaluations_per_field() == 9 * 4 + 16 * 6
+    cols = [f"{p}_{m}" for p in ("omega_m", "sigma_8") for m in ("rel_error", "width", "coverage68", "mean_abs_z")]
+    assert table[cols].notna().all().all() and table[[c for c in cols if "coverage" in c]].isin([0, 0.5, 1]).all().all()
+    sbc = json.loads((base / "npe_sbc.json").read_text())
+    assert sbc["n_fields"] == 20 and 0 <= sbc["sigma_8_coverage95"] <= 1 and sbc["train_maps"] > 100
+    ood = pd.read_csv(base / "out_of_distribution.csv")
+    assert list(ood["set"]) == ["in distribution", "white noise", "N-body", "outside the prior"]
+    assert ood[["check_z", "npe_sigma_8_mean", "sigma_8_mean"]].notna().all().all()
+    assert ood.loc[ood["set"] == "white noise", "vs_exact_shift_sigma_8"].notna().all()
+    summary = pd.read_csv(base / "out_of_distribution_summary.csv")
+    assert len(summary) == 4 and summary["flagged"].between(0, 1).all()
+    for name in ("baselines_comparison", "out_of_distribution"):
+        assert (tmp_path / f"results/base/figures/{name}.png").stat().st_size > 1000
+
+
 def _serve_cmd(server, tmp_path, n_sims=3, res=32):
     src = tmp_path / "served"
     synthetic.synthesize_cmd(src, "lognormal", n_sims=n_sims, seed=4, resolution=res, progress=False)

@@ -80,17 +80,11 @@ def _check_config(args):
 def _model_check(args, emu, field, settings, post):
     """The misspecification check of the field at its posterior mode against
     ``--check-samples`` fields the model draws there (cosmodiff.inference.checks)."""
-    from .inference.checks import misspecification
-    from .inference.potential import Potential
-    from .sampling import SamplerSettings
+    from .inference.checks import check_posterior
 
-    mode = tuple(float(v) for v in post.mode)
-    sampler = SamplerSettings(sampler="dpm2m", steps=25, spacing="quadratic", clip=False, batch_size=args.batch_size)
-    references = emu.sample(*mode, args.check_samples, sampler, seed=args.check_seed)
     print(f"model check: {args.check_samples} fields drawn at the posterior mode, each scored there", file=sys.stderr)
-    # the scan already has U at its mode: under the flat prior the mode is the grid's smallest U
-    return misspecification(lambda x: Potential.from_emulator(emu, x, **settings.potential_options()), mode, field,
-                            references, threshold=args.check_threshold, observed_u=float(post.potential.min()))
+    return check_posterior(emu, field, settings, post, args.check_samples, args.check_threshold, args.check_seed,
+                           args.batch_size)
 
 
 def _infer(args):

@@ -139,6 +139,11 @@ def _relations(config):
                 f"config key 'diagnostics.{key}': {n} is not allowed; expected at most inference.n_fields ({n_inf}), "
                 "whose exact posteriors it is compared with"
             )
+    base = config["baselines"]
+    for key, n in (("mcmc_fields", base["mcmc_fields"]), ("out_of_distribution.n_fields", base["out_of_distribution"]["n_fields"])):
+        if base["enabled"] and n > n_inf:
+            problems.append(f"config key 'baselines.{key}': {n} is not allowed; expected at most inference.n_fields ({n_inf}), "
+                            "whose exact posteriors it is compared with")
     norm = prep["norm_range"]
     if norm is not None and not norm[0] < norm[1]:
         problems.append(f"config key 'prepare.norm_range': {norm} is not allowed; expected [lo, hi] with lo < hi (log10)")

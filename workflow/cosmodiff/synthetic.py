@@ -100,14 +100,17 @@ def grid_wavenumbers(resolution, box_size=BOX_SIZE):
 
 
 @lru_cache(maxsize=64)
-def lognormal_spectrum(omega_m, sigma_8, resolution=256, box_size=BOX_SIZE):
+def lognormal_spectrum(omega_m, sigma_8, resolution=256, box_size=BOX_SIZE, in_prior=True):
     """The spectra of the lognormal model at one parameter point (cached).
 
     omega_m, sigma_8: cosmology (inside the CAMELS prior).
     resolution:       pixels per side N.
     box_size:         side of the periodic box, Mpc/h.
+    in_prior:         refuse parameters outside the CAMELS prior; False only for the
+                      out-of-distribution fields (cosmodiff.inference.shifted).
     """
-    check_in_prior(omega_m, sigma_8)
+    if in_prior:
+        check_in_prior(omega_m, sigma_8)
     kk = grid_wavenumbers(resolution, box_size)
     n2 = resolution * resolution
     target = projected_power(omega_m, sigma_8, kk, box_size=box_size) * n2 / box_size**2
@@ -130,7 +133,7 @@ def lognormal_spectrum(omega_m, sigma_8, resolution=256, box_size=BOX_SIZE):
     )
 
 
-def lognormal_maps(omega_m, sigma_8, n_maps, seed, resolution=256, box_size=BOX_SIZE):
+def lognormal_maps(omega_m, sigma_8, n_maps, seed, resolution=256, box_size=BOX_SIZE, in_prior=True):
     """Independent lognormal CDM maps, float32 array (n_maps, N, N) in (Msun/h)/(Mpc/h)^2.
 
     omega_m, sigma_8: cosmology (inside the CAMELS prior).
@@ -138,8 +141,9 @@ def lognormal_maps(omega_m, sigma_8, n_maps, seed, resolution=256, box_size=BOX_
     seed:             integer seed or numpy SeedSequence; the same seed gives the same maps.
     resolution:       pixels per side N (256 for CMD).
     box_size:         side of the periodic box, Mpc/h.
+    in_prior:         as in lognormal_spectrum.
     """
-    spec = lognormal_spectrum(float(omega_m), float(sigma_8), int(resolution), float(box_size))
+    spec = lognormal_spectrum(float(omega_m), float(sigma_8), int(resolution), float(box_size), bool(in_prior))
     rng = np.random.default_rng(seed)
     amp = np.sqrt(spec.gaussian)
     out = np.empty((n_maps, resolution, resolution), dtype=np.float32)

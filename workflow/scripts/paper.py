@@ -52,6 +52,9 @@ def read_results(args):
         "coverage": json.loads(args.coverage.read_text()),
         "oracle": pd.read_csv(args.oracle) if args.oracle else None,
         "targets": pd.read_csv(args.targets) if args.targets else None,
+        "comparison": pd.read_csv(args.comparison) if args.comparison else None,
+        "ood": pd.read_csv(args.ood_summary) if args.ood_summary else None,
+        "npe_sbc": json.loads(args.npe_sbc.read_text()) if args.npe_sbc else None,
         "n_params": _n_parameters(selections["finetune"]["checkpoint"]),
     }
 
@@ -70,8 +73,11 @@ def main(argv=None):
     ap.add_argument("--coverage", required=True, type=Path, help="calibration's coverage.json")
     ap.add_argument("--oracle", type=Path, default=None, help="oracle.csv, where the rule runs")
     ap.add_argument("--targets", type=Path, default=None, help="targets.csv, where likelihood_summary runs")
+    ap.add_argument("--comparison", type=Path, default=None, help="rule comparison's table, where it runs")
+    ap.add_argument("--ood-summary", type=Path, default=None, help="rule comparison's out-of-distribution summary")
+    ap.add_argument("--npe-sbc", type=Path, default=None, help="rule npe's SBC .json")
     ap.add_argument("--config", required=True, help="the run's config as JSON")
-    ap.add_argument("--flags", required=True, help="JSON: exact, oracle, diagnostic, summary (the rules' switches)")
+    ap.add_argument("--flags", required=True, help="JSON: exact, oracle, diagnostic, summary, baselines (the rules' switches)")
     ap.add_argument("--figures", required=True, help="JSON: cosmodiff.manuscript.figure_list")
     ap.add_argument("--git", required=True, help="JSON: cosmodiff.manuscript.git_state of the workflow")
     ap.add_argument("--pdf", type=int, choices=[0, 1], required=True, help="1: build main.pdf (config paper.pdf)")

@@ -32,11 +32,15 @@ One module per job:
 * :mod:`~cosmodiff.inference.checks`: :func:`misspecification`, whether the model describes a
   field at all: U per pixel at the posterior mode against fields the model draws there
   (``python -m cosmodiff infer`` warns on a flagged field).
+* :mod:`~cosmodiff.inference.shifted`: :func:`generated_fields` and :func:`with_white_noise`,
+  the out-of-distribution fields (N-body maps, lognormal maps outside the training box, added
+  white noise), prepared as the training maps are.
 * :mod:`~cosmodiff.inference.grid`: :func:`grid_posterior` -> :class:`GridPosterior`
   (normalised posterior, marginals, means, stds, equal-tailed intervals, 2D highest-density
   levels, HDF5 output); :func:`grid_around` (the authors' +-0.1 window clipped to the prior),
   :func:`coarse_to_fine` (the whole prior coarsely, then a fine grid sized from the coarse
-  posterior), :func:`scan_field` (one field as the workflow scans it),
+  posterior), :func:`local_scan` (the cheap posterior: a cheap coarse grid, then a few
+  well-estimated points splined), :func:`scan_field` (one field as the workflow scans it),
   :func:`exact_lognormal_posterior` (the reference) and :func:`compare`.
 * :mod:`~cosmodiff.inference.calibration`: :func:`coverage` of the intervals and z-scores
   over many fields.
@@ -111,13 +115,14 @@ from .settings import SCANS, InferenceSettings
 _LAZY = {
     "potential": ("BasePotential", "ExactLog10Potential", "Potential", "exact_log10_potential"),
     "grid": ("MASSES", "PARAMS", "GridPosterior", "coarse_to_fine", "compare", "exact_lognormal_posterior",
-             "grid_around", "grid_posterior", "scan_field"),
+             "grid_around", "grid_posterior", "local_scan", "scan_field", "splined"),
     "oracle": ("OracleBoundPotential", "WienerOracle", "oracle_check"),
-    "calibration": ("coverage",),
+    "calibration": ("coverage", "method_metrics"),
     "tabulated": ("TabulatedOracle",),
     "mcmc": ("NUTSResult", "nuts"),
     "npe": ("NPEBaseline",),
-    "checks": ("MisspecificationCheck", "misspecification"),
+    "checks": ("MisspecificationCheck", "check_posterior", "misspecification"),
+    "shifted": ("generated_fields", "with_white_noise"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 

@@ -86,6 +86,22 @@ class NUTSResult:
         return row
 
 
+    def interval_summary(
+        self,
+        truth,              # True (Omega_m, sigma_8) of the field.
+    ):
+        """Per parameter the central 68% / 95% intervals of the pooled samples and the
+        z-score of the truth, in the grid scans' column names."""
+        flat = self.samples.reshape(-1, 2)
+        row = {}
+        for k, name in enumerate(PARAMS):
+            lo68, hi68, lo95, hi95 = np.quantile(flat[:, k], [0.16, 0.84, 0.025, 0.975])
+            row.update({f"{name}_lo68": float(lo68), f"{name}_hi68": float(hi68), f"{name}_lo95": float(lo95),
+                        f"{name}_hi95": float(hi95), f"{name}_truth": float(truth[k]),
+                        f"{name}_z": float((self.mean[k] - truth[k]) / self.std[k])})
+        return row
+
+
 class _Energy:
     """pyro's potential energy in the unconstrained space, U(theta(z)) - log|dtheta/dz|,
     counting its calls (and those with a gradient)."""

@@ -16,8 +16,8 @@ from conftest import smoke_config
 from cosmodiff import manuscript as ms
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS_OFF = {"exact": False, "oracle": False, "diagnostic": False, "summary": False}
-FLAGS_ON = {"exact": True, "oracle": True, "diagnostic": True, "summary": True}
+FLAGS_OFF = {"exact": False, "oracle": False, "diagnostic": False, "summary": False, "baselines": False}
+FLAGS_ON = {"exact": True, "oracle": True, "diagnostic": True, "summary": True, "baselines": True}
 needs_tex = pytest.mark.skipif(
     not (ms.tex_engine() and shutil.which("pdftotext")), reason=f"no TeX or poppler-utils: install {ms.TEX_PACKAGES} poppler-utils"
 )
@@ -44,7 +44,9 @@ def test_figure_list_follows_the_rules_switches_and_the_config():
     names = [f["name"] for f in ms.figure_list(config, **FLAGS_OFF)]
     assert len(names) == 14 and names[0] == "data_gallery" and "inference_exact" not in names
     on = {f["name"]: f for f in ms.figure_list(config, **FLAGS_ON)}
-    assert set(on) - set(names) == {"inference_exact", "inference_oracle", "likelihood_diagnostic", "likelihood_convergence"}
+    assert set(on) - set(names) == {"inference_exact", "inference_oracle", "likelihood_diagnostic", "likelihood_convergence",
+                                    "baselines_comparison", "out_of_distribution"}
+    assert on["out_of_distribution"]["rule"] == "comparison" and "baselines" in on["out_of_distribution"]["sections"]
     assert on["inference_oracle"]["rule"] == "oracle" and "model" not in on["inference_oracle"]["sections"]
     # an edit touches the hashes of the figures downstream of it, and only those
     edited = {f["name"]: f for f in ms.figure_list(smoke_config(**{"sampling.steps": 4}), **FLAGS_ON)}
@@ -91,7 +93,27 @@ def test_missing_tex_fails_with_what_to_install(tmp_path, monkeypatch):
 # ---- a made-up run, built into the real paper/main.tex
 
 
-def fake_results(exact, oracle, summary, n_fields=4):
+def fake_baselines():
+    """rule comparison's tables and rule npe's SBC, made up."""
+    from cosmodiff.comparison import METHODS
+
+    rows = []
+    for k, key in enumerate(METHODS):
+        row = {"method": METHODS[key], "n": 50 if key != "mcmc" else 3, "evaluations": float("nan") if key in ("exact", "npe")
+               else 9950.0 + 1000 * k, "seconds": 20.0 + k}
+        for p in ("omega_m", "sigma_8"):
+            row.update({f"{p}_rel_error": 0.1, f"{p}_width": 0.05, f"{p}_coverage68": 0.7, f"{p}_coverage95": 0.94,
+                        f"{p}_mean_abs_z": 0.8, f"{p}_shift": float("nan") if key == "exact" else 0.05 * k,
+                        f"{p}_width_ratio": float("nan") if key == "exact" else 1.0 + 0.1 * k})
+        rows.append(row)
+    ood = pd.DataFrame([{"set": s, "noise_dex": n, "n": 6, "check_z": z, "flagged": f, "diffusion_sigma_8_mean_z": 0.1,
+                         "diffusion_sigma_8_coverage95": 0.9, "npe_sigma_8_mean_z": -0.2, "npe_sigma_8_coverage95": 1.0}
+                        for s, n, z, f in (("in distribution", 0.0, 0.3, 0.0), ("white noise", 0.1, 45.0, 1.0))])
+    sbc = {"n_fields": 300, **{f"{p}_coverage{m}": 0.7 for p in ("omega_m", "sigma_8") for m in (68, 95)}}
+    return {"comparison": pd.DataFrame(rows), "ood": ood, "npe_sbc": sbc}
+
+
+def fake_results(exact, oracle, summary, baselines=False, n_fields=4):
     rng = np.random.default_rng(0)
     stats = ["chi2_samples", "chi2_sims", "chi2_log_samples", "chi2_log_sims", "pdf_w1_dex"]
 
@@ -132,6 +154,7 @@ def fake_results(exact, oracle, summary, n_fields=4):
                                       for s, g, e in (("ancestral", "-", 1000), ("dpm2m", "quadratic", 25))]),
         "inference": pd.DataFrame(inf), "coverage": cov,
         "oracle": oracle_df if oracle else None, "targets": targets_df if summary else None, "n_params": 123456,
+        **(fake_baselines() if baselines else {}),
     }
 
 
@@ -172,7 +195,7 @@ def test_main_tex_builds_from_a_made_up_run(tmp_path, generator, flags):
     figures = ms.figure_list(config, **flags)
     fake_figures(tmp_path / "figures", figures)
     out = tmp_path / "paper"
-    res = fake_results(flags["exact"], flags["oracle"], flags["summary"])
+    res = fake_results(flags["exact"], flags["oracle"], flags["summary"], flags["baselines"])
     sw = ms.write_sources(out, config, flags, figures, {"commit": "0123456789ab", "dirty": True}, res)
     assert sw["lognormal"] == (generator == "lognormal") and sw["coveragecalibrated"] and sw["targetsmet"] is False
     shutil.copyfile(ROOT / "paper/main.tex", out / "main.tex")
@@ -193,3 +216,7 @@ def test_main_tex_builds_from_a_made_up_run(tmp_path, generator, flags):
     assert ("It is not the CAMELS result" in text) == (generator != "cmd")
     assert ("IllustrisTNG Latin-hypercube" in text) == (generator == "cmd")
     assert ("Only 2 of 3 targets are met" in " ".join(text.split())) == flags["summary"]
+    assert ("Beyond the grid scan" in text) == flags["baselines"]
+    if flags["baselines"]:  # the generated numbers: the cheap scan's cost and design, NPE's SBC
+        assert "11,950 network evaluations per field, against 10,950" in flat and "368-evaluation" in flat
+        assert "diffusion, NUTS" in text and "white noise (0.1 dex)" in text

@@ -43,13 +43,13 @@ def training_sections(stage):
     return pre if stage == "pretrain" else pre + ("validation", "finetune")
 
 
-def figure_list(config, exact, oracle, diagnostic, summary):
+def figure_list(config, exact, oracle, diagnostic, summary, baselines=False):
     """The figures of the paper in order: dicts with ``name`` (results/<run>/figures/<name>.png),
     ``rule``, ``sections`` (config sections it depends on) and ``hash`` (:func:`section_hash`).
 
-    exact, oracle, diagnostic, summary: whether the exact posterior exists and whether the
-    rules `oracle`, `likelihood_diagnostic` and `likelihood_summary` are active (the rule
-    files' EXACT, ORACLE, DIAGNOSTIC and SUMMARY).
+    exact, oracle, diagnostic, summary, baselines: whether the exact posterior exists and
+    whether the rules `oracle`, `likelihood_diagnostic`, `likelihood_summary` and `comparison`
+    are active (the rule files' EXACT, ORACLE, DIAGNOSTIC, SUMMARY and BASELINES).
     """
     inf = training_sections(config["inference"]["stage"]) + ("validation", "inference")
     inf = tuple(dict.fromkeys(inf))
@@ -75,6 +75,9 @@ def figure_list(config, exact, oracle, diagnostic, summary):
         figs.append(("likelihood_diagnostic", "likelihood_diagnostic", inf + ("diagnostics",)))
     if summary:
         figs.append(("likelihood_convergence", "likelihood_summary", inf + ("diagnostics",)))
+    if baselines:
+        figs.append(("baselines_comparison", "comparison", inf + ("baselines",)))
+        figs.append(("out_of_distribution", "comparison", inf + ("baselines",)))
     return [{"name": n, "rule": r, "sections": list(s), "hash": section_hash(config, s)} for n, r, s in figs]
 
 
@@ -277,6 +280,69 @@ def targets_table(df):
     return tabular("llrrrl", ["target & & range & network & exact denoiser & met"], rows)
 
 
+def comparison_table(df):
+    """The baselines comparison (rule comparison's comparison.csv): per method and parameter
+    the median relative error of the mean, median width, 68/95% coverage and mean |z|; the
+    distance to the exact posterior; the cost per field."""
+    rows = []
+    for r in df.to_dict("records"):
+        for k, p in enumerate(("omega_m", "sigma_8")):
+            vs = "" if math.isnan(r.get(f"{p}_shift", math.nan)) else f"{fmt(r[f'{p}_shift'], 2)} / {fmt(r[f'{p}_width_ratio'], 2)}"
+            cost = "" if k else ("" if math.isnan(r["evaluations"]) else group(r["evaluations"]))
+            secs = "" if k else fmt(r["seconds"], 2)
+            rows.append([tex_escape(r["method"]) if not k else "", f"{int(r['n'])}" if not k else "", PARAM_TEX[p],
+                         fmt(100 * r[f"{p}_rel_error"], 2) + "\\%", fmt(r[f"{p}_width"], 2),
+                         f"{fmt(r[f'{p}_coverage68'], 2)} / {fmt(r[f'{p}_coverage95'], 2)}", fmt(r[f"{p}_mean_abs_z"], 2),
+                         vs, cost, secs])
+    header = [r"method & fields & & rel.\ error & width & coverage 68/95 & $|z|$ & vs exact: shift / width & "
+              r"evaluations & seconds"]
+    return tabular("llrrrrrrrr", header, rows)
+
+
+def ood_table(df):
+    """The out-of-distribution summary (rule comparison's): per set the model check's median
+    |z| and flag rate, and the diffusion posterior's and NPE's sigma_8 95% coverage and mean z."""
+    rows = []
+    for r in df.to_dict("records"):
+        name = tex_escape(r["set"]) + (f" ({fmt(r['noise_dex'], 2)} dex)" if r["noise_dex"] else "")
+        rows.append([name, f"{int(r['n'])}", fmt(r["check_z"], 2), fmt(r["flagged"], 2),
+                     fmt(r["diffusion_sigma_8_mean_z"], 2), fmt(r["diffusion_sigma_8_coverage95"], 2),
+                     fmt(r["npe_sigma_8_mean_z"], 2), fmt(r["npe_sigma_8_coverage95"], 2)])
+    header = [r"& & \multicolumn{2}{c}{model check} & \multicolumn{2}{c}{diffusion, $\sigma_8$} & "
+              r"\multicolumn{2}{c}{NPE, $\sigma_8$}",
+              r"set & fields & median $z$ & flagged & mean $z$ & 95\% & mean $z$ & 95\%"]
+    return tabular("lrrrrrrr", header, rows)
+
+
+def baseline_numbers(config, table, sbc):
+    """Generated numbers of the baselines paragraph: the cheap scan's design and cost and its
+    distance to the exact posterior, NUTS's fields and cost, NPE's SBC coverage."""
+    from .inference.settings import InferenceSettings
+
+    cheap = InferenceSettings.from_dict({**config["inference"], **config["baselines"]["cheap"]})
+    coarse = InferenceSettings.from_dict({**cheap.to_dict(), **cheap.coarse_estimator_options()})
+    T = int(config["diffusion"]["timesteps"])
+    out = {"local_n_coarse": cheap.n_coarse, "local_n_fine": cheap.n_fine, "local_n_sigma": fmt(cheap.n_sigma, 2),
+           "local_coarse_per_theta": coarse.evaluations_per_theta(T), "local_fine_per_theta": cheap.evaluations_per_theta(T)}
+    t = table.set_index("method")
+    for key, label in (("grid", "diffusion, grid scan"), ("local", "diffusion, cheap scan"), ("mcmc", "diffusion, NUTS"),
+                       ("npe", "NPE on P(k) + PDF")):
+        if label not in t.index:
+            continue
+        r = t.loc[label]
+        out[f"{key}_fields"] = int(r["n"])
+        if not math.isnan(r["evaluations"]):
+            out[f"{key}_evaluations"] = group(r["evaluations"])
+        for p in ("omega_m", "sigma_8"):
+            out[f"{key}_shift_{p}"] = fmt(r[f"{p}_shift"], 2)
+            out[f"{key}_width_{p}"] = fmt(r[f"{p}_width_ratio"], 2)
+    for p in ("omega_m", "sigma_8"):
+        out[f"npe_sbc68_{p}"] = fmt(sbc[f"{p}_coverage68"], 2)
+        out[f"npe_sbc95_{p}"] = fmt(sbc[f"{p}_coverage95"], 2)
+    out["npe_sbc_fields"] = int(sbc["n_fields"])
+    return out
+
+
 # ---- the PDF
 
 
@@ -449,7 +515,7 @@ def switches(config, flags, *parts):
     source = config["data"]["source"]
     lognormal = source == "synthetic" and config["data"]["synthetic"]["generator"] == "lognormal"
     out = {"synthetic": source == "synthetic", "lognormal": lognormal, "nbody": source == "synthetic" and not lognormal,
-           "finetuneinference": config["inference"]["stage"] == "finetune", "targetsmet": False, **flags}
+           "finetuneinference": config["inference"]["stage"] == "finetune", "targetsmet": False, "baselines": False, **flags}
     for p in parts:
         out.update(p)
     return out
@@ -458,7 +524,7 @@ def switches(config, flags, *parts):
 def write_sources(outdir, config, flags, figures, git, res):
     """Write outdir/generated/*.tex (numbers, switches, provenance, tables) from a run's results.
 
-    flags:   exact, oracle, diagnostic, summary (the rules' switches).
+    flags:   exact, oracle, diagnostic, summary, baselines (the rules' switches).
     figures: :func:`figure_list`; git: :func:`git_state`.
     res:     the results, read: counts and norm (:func:`data_numbers`), selections and
              summaries (stage -> selected.json dict / summary DataFrame), table (the
@@ -466,7 +532,8 @@ def write_sources(outdir, config, flags, figures, git, res):
              table), sampling_attrs (samples.h5 attributes), sampler_cost (sampler_cost's
              table), inference (calibration's
              summary, sorted by field), coverage (its coverage.json), oracle and targets
-             (DataFrames or None), n_params.
+             (DataFrames or None), n_params; where rule comparison runs also comparison and
+             ood (its tables) and npe_sbc (rule npe's SBC .json).
     Returns the switches.
     """
     values = data_numbers(config, res["counts"], res["norm"])
@@ -475,6 +542,8 @@ def write_sources(outdir, config, flags, figures, git, res):
     inf, inf_flags = inference_numbers(config, res["inference"], res["coverage"], flags["exact"])
     diag, diag_flags = diagnostic_numbers(res["oracle"], res["targets"])
     values.update({**emu, **inf, **diag, **sampler_cost_numbers(res["sampler_cost"], config)})
+    if res.get("comparison") is not None:
+        values.update(baseline_numbers(config, res["comparison"], res["npe_sbc"]))
     sw = switches(config, flags, emu_flags, inf_flags, diag_flags)
     gen = Path(outdir) / "generated"
     gen.mkdir(parents=True, exist_ok=True)
@@ -488,6 +557,8 @@ def write_sources(outdir, config, flags, figures, git, res):
         "coverage_table": coverage_table(res["coverage"]),
         "oracle_table": oracle_table(res["oracle"]) if res["oracle"] is not None else None,
         "targets_table": targets_table(res["targets"]) if res["targets"] is not None else None,
+        "comparison_table": comparison_table(res["comparison"]) if res.get("comparison") is not None else None,
+        "ood_table": ood_table(res["ood"]) if res.get("ood") is not None else None,
     }
     for name, text in files.items():
         if text is not None:

@@ -6,7 +6,11 @@ from cosmodiff import manuscript  # noqa: E402
 
 # which optional parts exist, as infer.smk and diagnose.smk define them
 PAPER_FLAGS = dict(
-    exact=bool(EXACT), oracle=ORACLE, diagnostic=DIAGNOSTIC, summary=SUMMARY
+    exact=bool(EXACT),
+    oracle=ORACLE,
+    diagnostic=DIAGNOSTIC,
+    summary=SUMMARY,
+    baselines=BASELINES,
 )
 PAPER_FIGURES = manuscript.figure_list(config, **PAPER_FLAGS)
 
@@ -35,6 +39,9 @@ rule paper:
         coverage=rules.calibration.output.coverage,
         oracle=rules.oracle.output.table if ORACLE else [],
         targets=rules.likelihood_summary.output.targets if SUMMARY else [],
+        comparison=rules.comparison.output.table if BASELINES else [],
+        ood_summary=rules.comparison.output.ood if BASELINES else [],
+        npe_sbc=rules.npe.output.calibration if BASELINES else [],
         figures=[f"{RUN}/figures/{f['name']}.png" for f in PAPER_FIGURES],
         script=script("paper"),
     output:
@@ -54,8 +61,8 @@ rule paper:
         git=as_json(manuscript.git_state(workflow.basedir)),
         pdf=int(config["paper"]["pdf"]),
         optional=lambda w, input: " ".join(
-            f"--{k} {shlex.quote(str(input[k]))}"
-            for k in ("oracle", "targets")
+            f"--{k.replace('_', '-')} {shlex.quote(str(input[k]))}"
+            for k in ("oracle", "targets", "comparison", "ood_summary", "npe_sbc")
             if input[k]
         ),
         outdir=lambda w, output: os.path.dirname(output.main),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from cosmodiff.comparison import METHODS, comparison_table, ood_table
+from cosmodiff.inference.calibration import METHODS, comparison_table, ood_table
 from cosmodiff.inference import InferenceSettings, grid_posterior, local_scan, method_metrics, splined
 from cosmodiff.inference.shifted import generated_fields, with_white_noise
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cosmodiff.diffusion import GaussianDiffusion, make_betas
-from cosmodiff.inference.checks import misspecification
+from cosmodiff.inference.checks import check_posterior, misspecification
 from cosmodiff.inference.oracle import WienerOracle
 from cosmodiff.inference.potential import Potential
 from cosmodiff.synthetic import lognormal_maps
@@ -58,3 +58,29 @@ def test_bad_references_are_refused(make_potential):
     field = _log10_maps(TRUTH, 1, 3)[0]
     with pytest.raises(ValueError, match=r"references must be \(K >= 2, N, N\)"):
         misspecification(make_potential, TRUTH, field, field[None])
+
+
+def test_check_posterior_draws_its_references_from_the_model_at_the_mode():
+    """What `python -m cosmodiff infer` runs after its scan: references sampled from the model
+    (here the exact denoiser, whose samples are the lognormal fields themselves) at the
+    posterior's mode, scored with the field's estimator settings. A field of the model passes,
+    the same field with 0.1 dex of white noise is flagged."""
+    import torch
+    from cosmodiff.emulator import Emulator
+    from cosmodiff.inference import InferenceSettings, grid_posterior
+
+    torch.set_num_threads(2)
+    diffusion = GaussianDiffusion(make_betas("mudur"), model_variance="fixedlarge")
+    emu = Emulator(WienerOracle(diffusion, NORM), diffusion, NORM, RES, device="cpu")
+    settings = InferenceSettings.from_dict({"estimator": "full", "t_exact": 4, "n_strata": 12, "n_noise": 1,
+                                            "batch_size": 64})
+    clean = _log10_maps(TRUTH, 1, 3)[0]
+    noisy = clean + np.random.default_rng(0).normal(0.0, 0.1, clean.shape)
+    axes = (np.linspace(0.26, 0.34, 3), np.linspace(0.76, 0.84, 3))
+    results = {}
+    for name, field in (("clean", clean), ("noisy", noisy)):
+        post = grid_posterior(Potential.from_emulator(emu, field, **settings.potential_options()), *axes)
+        results[name] = check_posterior(emu, field, settings, post, n_samples=6, seed=1)
+        assert results[name].reference.shape == (6,) and results[name].theta == tuple(post.mode)
+    assert not results["clean"].flagged and abs(results["clean"].z) < 3, results["clean"].message()
+    assert results["noisy"].flagged and results["noisy"].z > 5, results["noisy"].message()

@@ -97,6 +97,9 @@ def test_cli_infer(trained, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "omega_m  mean" in done.stdout and "sigma_8  mean" in done.stdout
     assert f"{(9 + 9) * 3} network evaluations" in done.stdout  # 3x3 coarse + 3x3 fine, t = 0..2
+    # the model check runs by default: 8 fields drawn at the mode, the verdict on one line
+    assert "model check: 8 fields drawn at the posterior mode" in done.stderr
+    assert "U per pixel at the posterior mode" in done.stderr
     post, attrs = GridPosterior.from_hdf5(tmp_path / "p.h5")
     assert post.shape == (3, 3) and np.isclose(post.prob.sum(), 1) and json.loads(attrs["truth"]) == [0.3, 0.8]
     # the physical 32^2 map gives the posterior of its prepared 16^2 version

@@ -95,7 +95,7 @@ def test_missing_tex_fails_with_what_to_install(tmp_path, monkeypatch):
 
 def fake_baselines():
     """rule comparison's tables and rule npe's SBC, made up."""
-    from cosmodiff.comparison import METHODS
+    from cosmodiff.inference.calibration import METHODS
 
     rows = []
     for k, key in enumerate(METHODS):

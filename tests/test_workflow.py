@@ -509,7 +509,7 @@ def test_baselines_on_a_tiny_lognormal_run(tmp_path):
     fields, one row per out-of-distribution field, and the exact posterior's own row."""
     import pandas as pd
 
-    from cosmodiff.comparison import METHODS
+    from cosmodiff.inference.calibration import METHODS
     from cosmodiff.inference import InferenceSettings
 
     cheap = {"scan": "local", "n_coarse": 3, "n_fine": 4, "t_exact": 2, "n_strata": 4, "n_noise": 1,

@@ -317,6 +317,7 @@ def ood_table(df):
 def baseline_numbers(config, table, sbc):
     """Generated numbers of the baselines paragraph: the cheap scan's design and cost and its
     distance to the exact posterior, NUTS's fields and cost, NPE's SBC coverage."""
+    from .inference.calibration import METHODS
     from .inference.settings import InferenceSettings
 
     cheap = InferenceSettings.from_dict({**config["inference"], **config["baselines"]["cheap"]})
@@ -325,11 +326,10 @@ def baseline_numbers(config, table, sbc):
     out = {"local_n_coarse": cheap.n_coarse, "local_n_fine": cheap.n_fine, "local_n_sigma": fmt(cheap.n_sigma, 2),
            "local_coarse_per_theta": coarse.evaluations_per_theta(T), "local_fine_per_theta": cheap.evaluations_per_theta(T)}
     t = table.set_index("method")
-    for key, label in (("grid", "diffusion, grid scan"), ("local", "diffusion, cheap scan"), ("mcmc", "diffusion, NUTS"),
-                       ("npe", "NPE on P(k) + PDF")):
-        if label not in t.index:
+    for key in ("grid", "local", "mcmc", "npe"):
+        if METHODS[key] not in t.index:
             continue
-        r = t.loc[label]
+        r = t.loc[METHODS[key]]
         out[f"{key}_fields"] = int(r["n"])
         if not math.isnan(r["evaluations"]):
             out[f"{key}_evaluations"] = group(r["evaluations"])

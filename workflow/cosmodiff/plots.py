@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .inference.calibration import METHODS  # noqa: E402
+from .inference.grid import PARAMS  # noqa: E402
 from .powerspec import power_spectrum  # noqa: E402
 from .prepare import SPLITS  # noqa: E402
 
@@ -604,4 +606,61 @@ def likelihood_convergence(conv, targets, oracle=None):
             ax.set_yscale("log")
     axes[0].legend(frameon=False, fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def comparison_figure(
+    methods,            # As comparison_table.
+    exact,              # As comparison_table.
+):
+    """Per parameter: each method's posterior mean minus the exact one, in exact sigmas,
+    against its width over the exact width, one point per field."""
+    ex = exact.set_index("field")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
+    for ax, name in zip(axes, PARAMS):
+        for k, (key, df) in enumerate(m for m in methods.items() if m[0] != "exact"):
+            e = ex.loc[df["field"]]
+            shift = (df[f"{name}_mean"].to_numpy() - e[f"{name}_mean"].to_numpy()) / e[f"{name}_std"].to_numpy()
+            ratio = df[f"{name}_std"].to_numpy() / e[f"{name}_std"].to_numpy()
+            ax.scatter(shift, ratio, s=16, alpha=0.7, color=f"C{k}", label=f"{METHODS.get(key, key)} ({len(df)})")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.axhline(1, color="k", lw=0.8)
+        ax.axvspan(-0.1, 0.1, color="0.9", zorder=0)
+        ax.set_xlabel(f"(mean - exact mean) / exact sigma, {LABELS[name]}")
+        ax.set_ylabel(f"sigma / exact sigma, {LABELS[name]}")
+        ax.set_yscale("log")
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle("Posteriors of the same test fields against the exact posterior (grey: within 0.1 sigma)")
+    return fig
+
+
+def ood_figure(
+    rows,               # DataFrame of rule out_of_distribution.
+    threshold,          # |z| above which the check flags a field.
+):
+    """Left: the misspecification check's z per field, by set (the threshold dashed). Right:
+    the diffusion posterior's and NPE's z of the truth for sigma_8, by set."""
+    labels = [f"{s}" + (f" {n:g} dex" if n else "") for s, n in rows[["set", "noise"]].drop_duplicates().to_numpy()]
+    keys = [tuple(k) for k in rows[["set", "noise"]].drop_duplicates().to_numpy()]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for y, key in enumerate(keys):
+        g = rows[(rows["set"] == key[0]) & (rows["noise"] == key[1])]
+        jitter = np.linspace(-0.15, 0.15, len(g))
+        axes[0].scatter(np.abs(g["check_z"]).clip(lower=0.05), y + jitter, s=18,
+                        c=np.where(g["flagged"].astype(bool), "C3", "C0"))
+        for k, (prefix, who) in enumerate((("", "diffusion"), ("npe_", "NPE"))):
+            z = (g[f"{prefix}sigma_8_mean"] - g["sigma_8_truth"]) / g[f"{prefix}sigma_8_std"]
+            axes[1].scatter(z, y + jitter + (0.2 if k else -0.2), s=14, color=f"C{k}", label=who if y == 0 else None)
+    axes[0].axvline(threshold, color="C3", ls="--", lw=1)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("|z| of U per pixel at the mode (model check)")
+    axes[1].axvspan(-2, 2, color="0.9", zorder=0)
+    axes[1].set_xlabel(r"($\sigma_8$ mean - truth) / sigma")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_yticks(range(len(keys)))
+        ax.set_yticklabels(labels)
+        ax.invert_yaxis()
+    axes[1].set_yticklabels([])
+    fig.suptitle("Fields the network never saw: flagged by the model check (red), and their posteriors")
     return fig

@@ -8,7 +8,8 @@ from pathlib import Path
 import _bootstrap
 import pandas as pd
 
-from cosmodiff import comparison, plots
+from cosmodiff import plots
+from cosmodiff.inference.calibration import comparison_table, ood_table
 from cosmodiff.files import atomic_output
 from cosmodiff.inference.grid import GridPosterior, splined
 
@@ -47,16 +48,16 @@ def main(argv=None):
     if args.mcmc:
         methods["mcmc"] = pd.DataFrame([json.loads(p.read_text()) for p in args.mcmc])
     methods["npe"] = pd.read_csv(args.npe)
-    table = comparison.comparison_table(methods, exact)
+    table = comparison_table(methods, exact)
     sbc = json.loads(args.npe_calibration.read_text())
     with atomic_output(args.table) as tmp:
         table.to_csv(tmp, index_label="method")
     ood = pd.read_csv(args.ood)
-    ood_summary = comparison.ood_table(ood)
+    ood_summary = ood_table(ood)
     with atomic_output(args.ood_table) as tmp:
         ood_summary.to_csv(tmp, index=False)
-    plots.save(comparison.comparison_figure(methods, exact), args.outdir / "baselines_comparison.png")
-    plots.save(comparison.ood_figure(ood, args.threshold), args.outdir / "out_of_distribution.png")
+    plots.save(plots.comparison_figure(methods, exact), args.outdir / "baselines_comparison.png")
+    plots.save(plots.ood_figure(ood, args.threshold), args.outdir / "out_of_distribution.png")
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         log.info("comparison:\n%s\nNPE's SBC: %s\nout of distribution:\n%s", table.round(3), json.dumps(sbc),
                  ood_summary.round(3))

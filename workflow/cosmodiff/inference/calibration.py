@@ -1,14 +1,22 @@
 """Calibration of posteriors over many fields: :func:`coverage` of the intervals and
-z-scores against the truths, and :func:`method_metrics`, one method's row of the baselines
-comparison (against the truths and against the exact posteriors)."""
+z-scores against the truths; the baselines comparison: :func:`method_metrics` (one method's
+row, against the truths and the exact posteriors), :func:`comparison_table` (the exact
+posterior, the grid scan, the cheap scan, NUTS and NPE on the same fields) and
+:func:`ood_table` (the out-of-distribution sets: bias, coverage, how often the model check
+flags a field)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 
 from .grid import MASSES, PARAMS, GridPosterior
+
+#: Methods of the comparison in table order, with their labels.
+METHODS = {"exact": "exact likelihood", "grid": "diffusion, grid scan", "local": "diffusion, cheap scan",
+           "mcmc": "diffusion, NUTS", "npe": "NPE on P(k) + PDF"}
 
 
 def coverage(
@@ -91,4 +99,48 @@ def method_metrics(
     return out
 
 
-__all__ = ["coverage", "method_metrics"]
+def _rows(df):
+    return df.to_dict("records")
+
+
+def comparison_table(
+    methods,            # {method: DataFrame of per-field summaries (<p>_mean, _std, _lo68, ..., _truth, field; evaluations, seconds if known)}.
+    exact,              # DataFrame of the exact posteriors' summaries of the same fields (column field).
+):
+    """One row per method (index: its label): the columns of ``method_metrics``, each method
+    against the exact posterior of the same fields (those it has)."""
+    ex = exact.set_index("field")
+    out = {}
+    for key, df in methods.items():
+        df = df.sort_values("field")
+        ref = _rows(ex.loc[df["field"]].reset_index()) if key != "exact" else None
+        cost = df["evaluations"].to_numpy() if "evaluations" in df else None
+        seconds = df["seconds"].to_numpy() if "seconds" in df else None
+        out[METHODS.get(key, key)] = method_metrics(_rows(df), ref, cost, seconds)
+    return pd.DataFrame(out).T
+
+
+def ood_table(
+    rows,               # DataFrame of rule out_of_distribution: set, noise, <p>_mean/_std/_lo95/_hi95/_truth, npe_*, check_z, flagged.
+):
+    """Per set (and noise level): fields, median check z, fraction flagged, and for the
+    diffusion posterior and NPE the mean z of the truth, the 95% coverage and (where the
+    exact posterior of the clean field is known) the median |shift| from it in its sigmas."""
+    out = []
+    for (kind, level), g in rows.groupby(["set", "noise"], sort=False):
+        row = {"set": kind, "noise_dex": level, "n": len(g), "check_z": float(g["check_z"].median()),
+               "flagged": float(g["flagged"].astype(bool).mean())}
+        for who, prefix in (("diffusion", ""), ("npe", "npe_")):
+            for name in PARAMS:
+                z = (g[f"{prefix}{name}_mean"] - g[f"{name}_truth"]) / g[f"{prefix}{name}_std"]
+                inside = (g[f"{prefix}{name}_lo95"] <= g[f"{name}_truth"]) & (g[f"{name}_truth"] <= g[f"{prefix}{name}_hi95"])
+                row[f"{who}_{name}_mean_z"] = float(z.mean())
+                row[f"{who}_{name}_coverage95"] = float(inside.mean())
+                if f"exact_{name}_mean" in g and g[f"exact_{name}_mean"].notna().all():
+                    shift = (g[f"{prefix}{name}_mean"] - g[f"exact_{name}_mean"]) / g[f"exact_{name}_std"]
+                    row[f"{who}_{name}_shift"] = float(shift.abs().median())
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+__all__ = ["METHODS", "comparison_table", "coverage", "method_metrics", "ood_table"]

@@ -100,7 +100,7 @@ def fake_baselines():
     rows = []
     for k, key in enumerate(METHODS):
         row = {"method": METHODS[key], "n": 50 if key != "mcmc" else 3, "evaluations": float("nan") if key in ("exact", "npe")
-               else 9950.0 + 1000 * k, "seconds": 20.0 + k}
+               else 9950.0 + 1000 * k, "seconds": 20.0 + k, "evaluations_per_ess": 321.0 if key == "mcmc" else float("nan")}
         for p in ("omega_m", "sigma_8"):
             row.update({f"{p}_rel_error": 0.1, f"{p}_width": 0.05, f"{p}_coverage68": 0.7, f"{p}_coverage95": 0.94,
                         f"{p}_mean_abs_z": 0.8, f"{p}_shift": float("nan") if key == "exact" else 0.05 * k,
@@ -219,4 +219,4 @@ def test_main_tex_builds_from_a_made_up_run(tmp_path, generator, flags):
     assert ("Beyond the grid scan" in text) == flags["baselines"]
     if flags["baselines"]:  # the generated numbers: the cheap scan's cost and design, NPE's SBC
         assert "11,950 network evaluations per field, against 10,950" in flat and "368-evaluation" in flat
-        assert "diffusion, NUTS" in text and "white noise (0.1 dex)" in text
+        assert "diffusion, NUTS" in text and "white noise (0.1 dex)" in text and "321 per effective sample" in flat

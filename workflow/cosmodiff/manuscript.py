@@ -333,6 +333,8 @@ def baseline_numbers(config, table, sbc):
         out[f"{key}_fields"] = int(r["n"])
         if not math.isnan(r["evaluations"]):
             out[f"{key}_evaluations"] = group(r["evaluations"])
+        if not math.isnan(r.get("evaluations_per_ess", math.nan)):
+            out[f"{key}_evaluations_per_ess"] = group(r["evaluations_per_ess"])
         for p in ("omega_m", "sigma_8"):
             out[f"{key}_shift_{p}"] = fmt(r[f"{p}_shift"], 2)
             out[f"{key}_width_{p}"] = fmt(r[f"{p}_width_ratio"], 2)

@@ -1,6 +1,7 @@
 """NUTS on the bound of one test field (rule `posterior_mcmc`): pyro's No-U-Turn sampler on
 exp(-U(theta)) under the box prior, U differentiable through the network's conditioning, with
-the estimator of the grid scans or a cheaper one (config baselines.mcmc_estimator)."""
+the estimator of the grid scans or a cheaper one (config baselines.mcmc_estimator); beside it
+the coarse-to-fine grid posterior of the same U, which the chain should match."""
 
 import argparse
 import json
@@ -28,6 +29,7 @@ def main(argv=None):
     from cosmodiff.emulator import Emulator
     from cosmodiff.files import atomic_output
     from cosmodiff.inference import InferenceSettings
+    from cosmodiff.inference.grid import PARAMS, coarse_to_fine
     from cosmodiff.inference.mcmc import nuts
     from cosmodiff.inference.potential import Potential
     from cosmodiff.prepare import inference_field
@@ -39,8 +41,12 @@ def main(argv=None):
     potential = Potential.from_emulator(emu, field, **s.potential_options(args.field), dtype=torch.float32)
     log.info("field %d (sim %d): NUTS on %d network evaluations per theta", args.field, sim, potential.evaluations_per_theta)
     res = nuts(potential, progress=True, **json.loads(args.mcmc))
+    # the grid scan of the same U: the chain should agree with it within its Monte Carlo error
+    same = coarse_to_fine(potential.with_options(), **s.coarse_to_fine_options())
     row = {"field": args.field, "split": s.split, "sim": sim, "map": k, "checkpoint": checkpoint,
-           "evaluations_per_theta": potential.evaluations_per_theta, **res.summary(), **res.interval_summary(truth)}
+           "evaluations_per_theta": potential.evaluations_per_theta, **res.summary(), **res.interval_summary(truth),
+           **{f"same_u_grid_{p}_{m}": float(v[j]) for j, p in enumerate(PARAMS) for m, v in
+              (("mean", same.mean), ("std", same.std))}, "same_u_grid_evaluations": same.evaluations}
     with atomic_output(args.samples) as tmp, open(tmp, "wb") as f:
         np.savez(f, samples=res.samples, truth=np.asarray(truth))
     args.summary.write_text(json.dumps(row, indent=1, default=float) + "\n")

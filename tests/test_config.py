@@ -123,6 +123,11 @@ def test_baselines_fields_must_have_exact_posteriors_and_settings_must_be_known(
     validate_config(demo)
     demo["baselines"]["cheap"]["n_noise"] = {"1": 0}
     assert "baselines.cheap.n_noise" in _error(demo)
+    demo["baselines"]["cheap"]["n_noise"] = 1
+    demo["baselines"]["enabled"], demo["baselines"]["mcmc_fields"] = True, 1
+    demo["baselines"]["out_of_distribution"]["n_fields"] = 1
+    demo["inference"]["scan"] = "around_truth"
+    assert "config key 'inference.scan': 'around_truth' is not allowed with baselines.enabled" in _error(demo)
 
 
 @pytest.mark.parametrize("value,message", [

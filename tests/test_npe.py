@@ -70,3 +70,13 @@ def test_npe_is_not_narrower_than_the_exact_posterior(trained):
     print(f"\nNPE std / exact std per field (Omega_m, sigma_8): {np.round(ratios, 2).tolist()}")
     med = np.median(ratios, axis=0)
     assert np.all(med > 0.8) and np.all(med < 3.0), med
+
+
+def test_a_saved_npe_loads_and_draws_the_same_posterior(trained, tmp_path):
+    """Rule npe saves the trained baseline (torch.save) for rule out_of_distribution."""
+    import torch
+
+    torch.save(trained, tmp_path / "npe.pt")
+    loaded = torch.load(tmp_path / "npe.pt", weights_only=False)
+    x = summaries(np.log10(lognormal_maps(0.3, 0.8, 1, 5, RES).astype(np.float64)))[0]
+    np.testing.assert_allclose(loaded.sample(x, 200), trained.sample(x, 200))

@@ -144,6 +144,10 @@ def _relations(config):
         if base["enabled"] and n > n_inf:
             problems.append(f"config key 'baselines.{key}': {n} is not allowed; expected at most inference.n_fields ({n_inf}), "
                             "whose exact posteriors it is compared with")
+    if base["enabled"] and config["inference"]["scan"] == "around_truth":
+        problems.append("config key 'inference.scan': 'around_truth' is not allowed with baselines.enabled; expected "
+                        "coarse_to_fine or local (fields outside the prior have no window around their truth, and a "
+                        "window centred on the truth would tell the out-of-distribution test the answer)")
     norm = prep["norm_range"]
     if norm is not None and not norm[0] < norm[1]:
         problems.append(f"config key 'prepare.norm_range': {norm} is not allowed; expected [lo, hi] with lo < hi (log10)")

@@ -517,7 +517,7 @@ def switches(config, flags, *parts):
     source = config["data"]["source"]
     lognormal = source == "synthetic" and config["data"]["synthetic"]["generator"] == "lognormal"
     out = {"synthetic": source == "synthetic", "lognormal": lognormal, "nbody": source == "synthetic" and not lognormal,
-           "finetuneinference": config["inference"]["stage"] == "finetune", "targetsmet": False, "baselines": False, **flags}
+           "finetuneinference": config["inference"]["stage"] == "finetune", "targetsmet": False, "baselines": False, "mcmc": False, **flags}
     for p in parts:
         out.update(p)
     return out
@@ -546,6 +546,7 @@ def write_sources(outdir, config, flags, figures, git, res):
     values.update({**emu, **inf, **diag, **sampler_cost_numbers(res["sampler_cost"], config)})
     if res.get("comparison") is not None:
         values.update(baseline_numbers(config, res["comparison"], res["npe_sbc"]))
+        diag_flags["mcmc"] = "mcmc_fields" in values
     sw = switches(config, flags, emu_flags, inf_flags, diag_flags)
     gen = Path(outdir) / "generated"
     gen.mkdir(parents=True, exist_ok=True)

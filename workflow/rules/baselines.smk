@@ -123,6 +123,7 @@ if BASELINES:
         params:
             settings=POSTERIOR_SETTINGS,
             ood=as_json(OOD),
+            npe_draws=BASE["npe"]["draws"],
             prepare=as_json(
                 {
                     "native": NATIVE,
@@ -134,7 +135,8 @@ if BASELINES:
         shell:
             "python {input.script} --selection {input.selection:q} --data {input.data:q}"
             " --npe {input.npe:q} --exact {input.exact:q} --settings {params.settings:q}"
-            " --ood {params.ood:q} --prepare {params.prepare:q} --threads {threads}"
+            " --ood {params.ood:q} --prepare {params.prepare:q} --npe-draws {params.npe_draws}"
+            " --threads {threads}"
             " --out {output:q} 2> {log:q}"
 
     rule comparison:

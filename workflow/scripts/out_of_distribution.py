@@ -21,6 +21,7 @@ def main(argv=None):
     ap.add_argument("--settings", required=True, help="JSON of config inference")
     ap.add_argument("--ood", required=True, help="JSON of config baselines.out_of_distribution")
     ap.add_argument("--prepare", required=True, help="JSON {native, method, log_floor, nbody}: how maps are made")
+    ap.add_argument("--npe-draws", type=int, default=2000, help="NPE posterior draws per field (config baselines.npe.draws)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", required=True, type=Path, help="output .csv, a row per field")
     args = ap.parse_args(argv)
@@ -61,7 +62,7 @@ def main(argv=None):
         check = check_posterior(emu, field, s, post, ood["check_samples"], ood["check_threshold"], seed=i, field_index=i)
         row = {"set": kind, "noise": level, "field": i, "seconds": time.perf_counter() - t0,
                **post.summary(truth=truth), "check_z": check.z, "flagged": check.flagged,
-               **{f"npe_{k}": v for k, v in npe.summary(summaries(field)[0], truth=truth).items()}}
+               **{f"npe_{k}": v for k, v in npe.summary(summaries(field)[0], truth=truth, n=args.npe_draws).items()}}
         if exact is not None:
             ref = GridPosterior.from_hdf5(exact)[0]
             row.update({f"exact_{k}": v for k, v in zip(("omega_m_mean", "sigma_8_mean", "omega_m_std", "sigma_8_std"),

@@ -287,7 +287,7 @@ def comparison_table(df):
     rows = []
     for r in df.to_dict("records"):
         for k, p in enumerate(("omega_m", "sigma_8")):
-            vs = "" if math.isnan(r.get(f"{p}_shift", math.nan)) else f"{fmt(r[f'{p}_shift'], 2)} / {fmt(r[f'{p}_width_ratio'], 2)}"
+            vs = "" if math.isnan(r.get(f"{p}_shift", math.nan)) else f"{fmt(r[f'{p}_shift'], 2)} / {fmt(r[f'{p}_width_ratio'], 3)}"
             cost = "" if k else ("" if math.isnan(r["evaluations"]) else group(r["evaluations"]))
             secs = "" if k else fmt(r["seconds"], 2)
             rows.append([tex_escape(r["method"]) if not k else "", f"{int(r['n'])}" if not k else "", PARAM_TEX[p],
@@ -337,7 +337,7 @@ def baseline_numbers(config, table, sbc):
             out[f"{key}_evaluations_per_ess"] = group(r["evaluations_per_ess"])
         for p in ("omega_m", "sigma_8"):
             out[f"{key}_shift_{p}"] = fmt(r[f"{p}_shift"], 2)
-            out[f"{key}_width_{p}"] = fmt(r[f"{p}_width_ratio"], 2)
+            out[f"{key}_width_{p}"] = fmt(r[f"{p}_width_ratio"], 3)
     for p in ("omega_m", "sigma_8"):
         out[f"npe_sbc68_{p}"] = fmt(sbc[f"{p}_coverage68"], 2)
         out[f"npe_sbc95_{p}"] = fmt(sbc[f"{p}_coverage95"], 2)

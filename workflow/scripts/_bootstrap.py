@@ -34,6 +34,15 @@ def setup(threads=0):
     return log
 
 
+def field_arguments(ap):
+    """The arguments of a script that scans one test field with a selected checkpoint (rules
+    posterior, posterior_cheap and posterior_mcmc): --selection, --data, --field, --settings."""
+    ap.add_argument("--selection", required=True, type=Path, help="select_checkpoint's .json of the stage")
+    ap.add_argument("--data", required=True, type=Path, help="prepared .h5 at the stage's resolution")
+    ap.add_argument("--field", required=True, type=int, help="test field index")
+    ap.add_argument("--settings", required=True, help="JSON of config inference")
+
+
 def run(main):
     """Exit with ``main()``'s status; a user error (ValueError, OSError: bad input files or
     options) is logged as one line that says what to fix, without a traceback, status 1."""

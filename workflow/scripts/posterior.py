@@ -11,10 +11,7 @@ import _bootstrap
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--selection", required=True, type=Path, help="select_checkpoint's .json of the stage")
-    ap.add_argument("--data", required=True, type=Path, help="prepared .h5 at the stage's resolution")
-    ap.add_argument("--field", required=True, type=int, help="test field index")
-    ap.add_argument("--settings", required=True, help="JSON of config inference")
+    _bootstrap.field_arguments(ap)
     ap.add_argument("--exact", default="", help="JSON {native_resolution, method} when the data are lognormal")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", required=True, type=Path, help="posterior grid .h5")

@@ -12,10 +12,7 @@ import _bootstrap
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--selection", required=True, type=Path, help="select_checkpoint's .json of the stage")
-    ap.add_argument("--data", required=True, type=Path, help="prepared .h5 at the stage's resolution")
-    ap.add_argument("--field", required=True, type=int, help="test field index")
-    ap.add_argument("--settings", required=True, help="JSON of config inference")
+    _bootstrap.field_arguments(ap)
     ap.add_argument("--estimator", required=True, help="JSON of config baselines.mcmc_estimator: inference keys replaced")
     ap.add_argument("--mcmc", required=True, help="JSON of config baselines.mcmc: keywords of cosmodiff.inference.mcmc.nuts")
     ap.add_argument("--threads", type=int, default=0)

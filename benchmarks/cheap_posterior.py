@@ -14,7 +14,7 @@ and the median width ratio per parameter; --out writes the per-field rows.
 
     python benchmarks/cheap_posterior.py [--config config/bench.yaml] [--fields 50]
 
-Uses torch on all cores (~10 s per field on 2 cores): run nothing else beside it.
+Uses torch on all cores (~16 s per field on 2 cores, 13 min for the bench): run nothing else beside it.
 """
 
 import argparse

@@ -360,14 +360,16 @@ def local_scan(
 
 
 def splined(
-    post,               # GridPosterior with >= 4 nodes per axis and finite U (e.g. an exact posterior's fine grid).
+    post,               # GridPosterior with finite U (e.g. an exact posterior's fine grid); >= 4 nodes per axis for a bicubic spline.
     n_interp = 81,      # Points per axis of the new grid.
 ):
     """The same posterior with U splined (bicubic) onto an ``n_interp``^2 grid of the same
     window: moments and intervals without the trapezoid rule's error on a coarse grid."""
     from scipy.interpolate import RectBivariateSpline
 
-    spline = RectBivariateSpline(post.omega_m, post.sigma_8, post.potential, kx=3, ky=3)
+    # bicubic; a grid of 3 nodes on an axis (a smoke run's) takes a quadratic there
+    kx, ky = min(3, post.omega_m.size - 1), min(3, post.sigma_8.size - 1)
+    spline = RectBivariateSpline(post.omega_m, post.sigma_8, post.potential, kx=kx, ky=ky)
     om = np.linspace(post.omega_m[0], post.omega_m[-1], int(n_interp))
     s8 = np.linspace(post.sigma_8[0], post.sigma_8[-1], int(n_interp))
     return GridPosterior.from_potential(om, s8, spline(om, s8), post.evaluations, {**post.meta, "splined": int(n_interp)})

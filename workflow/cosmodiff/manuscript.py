@@ -321,7 +321,7 @@ def baseline_numbers(config, table, sbc):
     from .inference.settings import InferenceSettings
 
     cheap = InferenceSettings.from_dict({**config["inference"], **config["baselines"]["cheap"]})
-    coarse = InferenceSettings.from_dict({**cheap.to_dict(), **cheap.coarse_estimator_options()})
+    coarse = cheap.coarse_settings()
     T = int(config["diffusion"]["timesteps"])
     out = {"local_n_coarse": cheap.n_coarse, "local_n_fine": cheap.n_fine, "local_n_sigma": fmt(cheap.n_sigma, 2),
            "local_coarse_per_theta": coarse.evaluations_per_theta(T), "local_fine_per_theta": cheap.evaluations_per_theta(T)}

@@ -78,17 +78,16 @@ def method_metrics(
     if exact is not None and len(exact) != len(rows):
         raise ValueError(f"{len(exact)} exact posteriors for {len(rows)} fields")
     out = {"n": len(rows)}
-    for name in PARAMS:
+    truths = np.array([[r[f"{name}_truth"] for name in PARAMS] for r in rows], dtype=np.float64)
+    cov = coverage(rows, truths)
+    for k, name in enumerate(PARAMS):
         mean = np.array([r[f"{name}_mean"] for r in rows], dtype=np.float64)
         std = np.array([r[f"{name}_std"] for r in rows], dtype=np.float64)
-        truth = np.array([r[f"{name}_truth"] for r in rows], dtype=np.float64)
-        out[f"{name}_rel_error"] = float(np.median(np.abs(mean - truth) / truth))
+        out[f"{name}_rel_error"] = float(np.median(np.abs(mean - truths[:, k]) / truths[:, k]))
         out[f"{name}_width"] = float(np.median(std))
         for tag in (68, 95):
-            lo = np.array([r[f"{name}_lo{tag}"] for r in rows], dtype=np.float64)
-            hi = np.array([r[f"{name}_hi{tag}"] for r in rows], dtype=np.float64)
-            out[f"{name}_coverage{tag}"] = float(np.mean((lo <= truth) & (truth <= hi)))
-        out[f"{name}_mean_abs_z"] = float(np.mean(np.abs(mean - truth) / std))
+            out[f"{name}_coverage{tag}"] = cov[f"{name}_coverage{tag}"]
+        out[f"{name}_mean_abs_z"] = float(np.mean(np.abs(cov[f"{name}_z"])))
         if exact is not None:
             ex_mean = np.array([e[f"{name}_mean"] for e in exact], dtype=np.float64)
             ex_std = np.array([e[f"{name}_std"] for e in exact], dtype=np.float64)

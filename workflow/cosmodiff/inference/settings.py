@@ -173,6 +173,10 @@ class InferenceSettings:
         n_noise): :data:`COARSE_ESTIMATOR` updated by ``coarse_estimator``."""
         return {**COARSE_ESTIMATOR, **(self.coarse_estimator or {})}
 
+    def coarse_settings(self):
+        """These settings with the local scan's coarse estimator (:meth:`coarse_estimator_options`)."""
+        return replace(self, **self.coarse_estimator_options())
+
     def local_options(self):
         """The :func:`~cosmodiff.inference.grid.local_scan` keywords: n_coarse, n_fine, n_sigma, n_interp."""
         return {"n_coarse": self.n_coarse, "n_fine": self.n_fine, "n_sigma": self.n_sigma, "n_interp": self.n_interp,
@@ -218,7 +222,7 @@ class InferenceSettings:
         an upper bound) plus its fine grid."""
         if self.scan != "local":
             return self.grid_points() * self.evaluations_per_theta(timesteps)
-        coarse = replace(self, **self.coarse_estimator_options())
+        coarse = self.coarse_settings()
         return ((1 + int(self.coarse_refine)) * int(self.n_coarse) ** 2 * coarse.evaluations_per_theta(timesteps)
                 + int(self.n_fine) ** 2 * self.evaluations_per_theta(timesteps))
 

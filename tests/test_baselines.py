@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from cosmodiff.inference.calibration import METHODS, comparison_table, ood_table
+from cosmodiff.inference.calibration import METHODS, chain_agreement, comparison_table, ood_table
 from cosmodiff.inference import InferenceSettings, grid_posterior, local_scan, method_metrics, splined
 from cosmodiff.inference.shifted import generated_fields, with_white_noise
 
@@ -213,6 +213,34 @@ def test_comparison_table_has_a_row_per_method_against_the_exact_posterior():
     assert table.loc[METHODS["npe"], "n"] == 30 and table.loc[METHODS["local"], "evaluations"] == 9950
     assert np.isnan(table.loc[METHODS["exact"], "omega_m_shift"])
     assert 0.5 < table.loc[METHODS["local"], "omega_m_shift"] < 2.0  # one sigma of bias and the exact's own scatter
+
+
+def _chains(n, offset=0.0, width=1.0, seed=0):
+    """Summaries of n chains whose means scatter about the same-U grid's by their Monte Carlo
+    error (plus ``offset`` of it), with stds ``width`` times the grid's."""
+    rng = np.random.default_rng(seed)
+    rows = {"divergences": np.zeros(n, dtype=int)}
+    for name, grid_mean, grid_std in (("omega_m", 0.3, 0.05), ("sigma_8", 0.8, 0.04)):
+        ess = rng.uniform(80, 170, n)
+        mcse = width * grid_std / np.sqrt(ess)
+        rows.update({f"same_u_grid_{name}_mean": np.full(n, grid_mean), f"same_u_grid_{name}_std": np.full(n, grid_std),
+                     f"{name}_mean": grid_mean + mcse * (offset + rng.standard_normal(n)),
+                     f"{name}_std": np.full(n, width * grid_std), f"{name}_ess": ess, f"{name}_r_hat": np.full(n, 1.004)})
+    return pd.DataFrame(rows)
+
+
+def test_chain_agreement_reads_a_correct_sampler_at_its_monte_carlo_error():
+    good = chain_agreement(_chains(4000))
+    for name in ("omega_m", "sigma_8"):
+        assert abs(good[f"same_u_{name}_mcse"] - 0.6745) < 0.04  # median |N(0, 1)|
+        assert abs(good[f"same_u_{name}_within2"] - 0.9545) < 0.012
+        assert good[f"same_u_{name}_width"] == pytest.approx(1.0) and good[f"{name}_ess_min"] >= 80
+    assert good["r_hat_max"] == pytest.approx(1.004) and good["divergences"] == 0
+    off = chain_agreement(_chains(4000, offset=3.0, width=0.8, seed=1))
+    assert off["same_u_omega_m_within2"] < 0.2 and off["same_u_omega_m_mcse"] == pytest.approx(3.0, abs=0.1)
+    assert off["same_u_sigma_8_width"] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="no chains to check"):
+        chain_agreement(_chains(0))
 
 
 def test_ood_table_counts_flags_and_coverage_per_set():

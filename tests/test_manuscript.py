@@ -105,6 +105,8 @@ def fake_baselines():
             row.update({f"{p}_rel_error": 0.1, f"{p}_width": 0.05, f"{p}_coverage68": 0.7, f"{p}_coverage95": 0.94,
                         f"{p}_mean_abs_z": 0.8, f"{p}_shift": float("nan") if key == "exact" else 0.05 * k,
                         f"{p}_width_ratio": float("nan") if key == "exact" else 1.0 + 0.1 * k})
+            if key == "mcmc":  # chain_agreement's columns
+                row.update({f"same_u_{p}_mcse": 0.7, f"same_u_{p}_within2": 0.96, f"same_u_{p}_width": 1.01})
         rows.append(row)
     ood = pd.DataFrame([{"set": s, "noise_dex": n, "n": 6, "check_z": z, "flagged": f, "diffusion_sigma_8_mean_z": 0.1,
                          "diffusion_sigma_8_coverage95": 0.9, "npe_sigma_8_mean_z": -0.2, "npe_sigma_8_coverage95": 1.0}
@@ -220,3 +222,4 @@ def test_main_tex_builds_from_a_made_up_run(tmp_path, generator, flags):
     if flags["baselines"]:  # the generated numbers: the cheap scan's cost and design, NPE's SBC
         assert "11,950 network evaluations per field, against 10,950" in flat and "368-evaluation" in flat
         assert "diffusion, NUTS" in text and "white noise (0.1 dex)" in text and "321 per effective sample" in flat
+        assert "within two Monte Carlo standard errors of the grid posterior of the same U on a fraction 0.96 / 0.96" in flat

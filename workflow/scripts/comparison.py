@@ -9,7 +9,7 @@ import _bootstrap
 import pandas as pd
 
 from cosmodiff import plots
-from cosmodiff.inference.calibration import METHODS, comparison_table, ood_table
+from cosmodiff.inference.calibration import METHODS, chain_agreement, comparison_table, ood_table
 from cosmodiff.files import atomic_output
 from cosmodiff.inference.grid import GridPosterior, splined
 
@@ -49,9 +49,12 @@ def main(argv=None):
         methods["mcmc"] = pd.DataFrame([json.loads(p.read_text()) for p in args.mcmc])
     methods["npe"] = pd.read_csv(args.npe)
     table = comparison_table(methods, exact)
-    if "mcmc" in methods:  # NUTS's cost per effective sample (of the worse parameter) and its gradients
+    if "mcmc" in methods:  # NUTS's cost per effective sample (of the worse parameter), its gradients,
+        # and its agreement with the grid posterior of the same U
         for col in ("evaluations_per_ess", "gradient_evaluations"):
             table.loc[METHODS["mcmc"], col] = float(methods["mcmc"][col].median())
+        for col, value in chain_agreement(methods["mcmc"]).items():
+            table.loc[METHODS["mcmc"], col] = value
     sbc = json.loads(args.npe_calibration.read_text())
     with atomic_output(args.table) as tmp:
         table.to_csv(tmp, index_label="method")

@@ -1,8 +1,8 @@
 """Calibration of posteriors over many fields: :func:`coverage` of the intervals and
 z-scores against the truths; the baselines comparison: :func:`method_metrics` (one method's
 row, against the truths and the exact posteriors), :func:`comparison_table` (the exact
-posterior, the grid scan, the cheap scan, NUTS and NPE on the same fields) and
-:func:`ood_table` (the out-of-distribution sets: bias, coverage, how often the model check
+posterior, the grid scan, the cheap scan, NUTS and NPE on the same fields),
+:func:`chain_agreement` (NUTS against the grid posterior of the same U) and :func:`ood_table` (the out-of-distribution sets: bias, coverage, how often the model check
 flags a field)."""
 
 from __future__ import annotations
@@ -119,6 +119,30 @@ def comparison_table(
     return pd.DataFrame(out).T
 
 
+def chain_agreement(
+    rows,               # DataFrame of rule posterior_mcmc's summaries: <p>_mean, _std, _ess, _r_hat, same_u_grid_<p>_mean, _std, divergences.
+):
+    """Does each chain sample its U? Per parameter p, against the grid posterior of the same
+    U: ``same_u_<p>_mcse`` (median |chain mean - grid mean| in Monte Carlo standard errors,
+    chain std / sqrt(ESS); 0.674 for a correct sampler), ``same_u_<p>_within2`` (fraction of
+    fields within 2 of them; 0.95), ``same_u_<p>_width`` (median chain std / grid std), and
+    ``<p>_ess_min``; over both ``r_hat_max`` and ``divergences`` (total). The grid's own
+    error is left out, so a correct sampler reads slightly worse than its ideal."""
+    if len(rows) == 0:
+        raise ValueError("no chains to check")
+    out = {}
+    for name in PARAMS:
+        mcse = rows[f"{name}_std"] / np.sqrt(rows[f"{name}_ess"])
+        dev = (rows[f"{name}_mean"] - rows[f"same_u_grid_{name}_mean"]).abs() / mcse
+        out[f"same_u_{name}_mcse"] = float(dev.median())
+        out[f"same_u_{name}_within2"] = float((dev <= 2).mean())
+        out[f"same_u_{name}_width"] = float((rows[f"{name}_std"] / rows[f"same_u_grid_{name}_std"]).median())
+        out[f"{name}_ess_min"] = float(rows[f"{name}_ess"].min())
+    out["r_hat_max"] = float(rows[[f"{name}_r_hat" for name in PARAMS]].to_numpy().max())
+    out["divergences"] = int(rows["divergences"].sum())
+    return out
+
+
 def ood_table(
     rows,               # DataFrame of rule out_of_distribution: set, noise, <p>_mean/_std/_lo95/_hi95/_truth, npe_*, check_z, flagged.
 ):
@@ -142,4 +166,4 @@ def ood_table(
     return pd.DataFrame(out)
 
 
-__all__ = ["METHODS", "comparison_table", "coverage", "method_metrics", "ood_table"]
+__all__ = ["METHODS", "chain_agreement", "comparison_table", "coverage", "method_metrics", "ood_table"]

@@ -161,6 +161,21 @@ def test_grid_posterior_of_a_gaussian(tmp_path):
         GridPosterior.from_potential(om, s8, U2)
 
 
+def test_intervals_of_a_density_with_empty_cells_are_those_of_its_support():
+    """A marginal that is exactly 0 on its first and last nodes (U = +inf, or underflow far
+    from the mode): the intervals lie on its support, here a triangle on [0.30, 0.34] peaking
+    at 0.32, whose CDF (linear between nodes, as the intervals take it) is 1/2 at 0.32."""
+    om = np.linspace(0.2, 0.44, 13)                      # nodes every 0.02
+    s8 = np.array([0.7, 0.8, 0.9])
+    U = np.full((13, 3), np.inf)
+    U[6] = 0.0                                           # mass only at the node 0.32
+    post = GridPosterior.from_potential(om, s8, U)
+    for m in (0.68, 0.95):
+        lo, hi = post.intervals[m][0]                    # F(lo) = (1 - m) / 2 = (lo - 0.30) / 0.02 / 2
+        assert lo == pytest.approx(0.30 + 0.02 * (1 - m), abs=1e-12) and hi == pytest.approx(0.34 - 0.02 * (1 - m), abs=1e-12)
+    assert post.mean[0] == pytest.approx(0.32)
+
+
 def test_grid_around_clips_to_the_prior():
     om, s8 = grid_around((0.45, 0.62), 0.1, 11)
     assert om[0] == pytest.approx(0.35) and om[-1] == pytest.approx(0.5)

@@ -143,6 +143,7 @@ if BASELINES:
         """The comparison table and figure, and the out-of-distribution summary and figure."""
         input:
             grid=rules.calibration.output.table,
+            grid_posteriors=expand(rules.posterior.output.grid, field=FIELDS),
             exact=exact_posteriors(config["inference"]["n_fields"]),
             local=expand(rules.posterior_cheap.output.summary, field=FIELDS),
             mcmc=expand(
@@ -167,7 +168,8 @@ if BASELINES:
             outdir=lambda w, output: os.path.dirname(output.figure[0]),
             threshold=OOD["check_threshold"],
         shell:
-            "python {input.script} --grid {input.grid:q} --exact {input.exact:q} --local {input.local:q}"
+            "python {input.script} --grid {input.grid:q} --grid-posteriors {input.grid_posteriors:q}"
+            " --exact {input.exact:q} --local {input.local:q}"
             " --mcmc {input.mcmc:q} --npe {input.npe:q} --npe-calibration {input.npe_calibration:q}"
             " --ood {input.ood:q} --threshold {params.threshold} --table {output.table:q}"
             " --ood-table {output.ood:q} --outdir {params.outdir:q} 2> {log:q}"

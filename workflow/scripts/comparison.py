@@ -14,8 +14,9 @@ from cosmodiff.files import atomic_output
 from cosmodiff.inference.grid import GridPosterior, splined
 
 
-def _exact(paths, truths):
-    """Summaries of the exact posteriors (their fine grid splined: no trapezoid error)."""
+def _splined(paths, truths):
+    """Summaries of grid posteriors (.h5) with their fine grid splined, so that the exact
+    posterior and the grid scan carry no trapezoid error (the cheap scan splines its own)."""
     rows = []
     for p in paths:
         post, attrs = GridPosterior.from_hdf5(p)
@@ -26,7 +27,8 @@ def _exact(paths, truths):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--grid", required=True, type=Path, help="rule calibration's summary.csv")
+    ap.add_argument("--grid", required=True, type=Path, help="rule calibration's summary.csv (costs and truths)")
+    ap.add_argument("--grid-posteriors", required=True, nargs="+", type=Path, help="rule posterior's field_<i>.h5")
     ap.add_argument("--exact", required=True, nargs="+", type=Path, help="field_<i>_exact.h5 of the fields")
     ap.add_argument("--local", required=True, nargs="+", type=Path, help="rule posterior_cheap's .json")
     ap.add_argument("--mcmc", default=[], nargs="*", type=Path, help="rule posterior_mcmc's .json")
@@ -41,9 +43,12 @@ def main(argv=None):
     log = _bootstrap.setup_logging()
     grid = pd.read_csv(args.grid)
     truths = {int(r.field): (r.omega_m_truth, r.sigma_8_truth) for r in grid.itertuples()}
-    exact = _exact(args.exact, truths)
-    exact["seconds"] = exact["field"].map(grid.set_index("field")["exact_seconds"])
-    methods = {"exact": exact.drop(columns="evaluations"), "grid": grid,
+    costs = grid.set_index("field")
+    exact = _splined(args.exact, truths)
+    exact["seconds"] = exact["field"].map(costs["exact_seconds"])
+    scan = _splined(args.grid_posteriors, truths)
+    scan["evaluations"], scan["seconds"] = scan["field"].map(costs["evaluations"]), scan["field"].map(costs["seconds"])
+    methods = {"exact": exact.drop(columns="evaluations"), "grid": scan,
                "local": pd.DataFrame([json.loads(p.read_text()) for p in args.local])}
     if args.mcmc:
         methods["mcmc"] = pd.DataFrame([json.loads(p.read_text()) for p in args.mcmc])

@@ -45,10 +45,15 @@ def _cdf(x, pdf):
 
 
 def _quantile(x, pdf, q):
-    """Quantile(s) q of a piecewise-linear density on nodes x (CDF interpolated linearly)."""
+    """Quantile(s) q in (0, 1) of a piecewise-linear density on nodes x (CDF interpolated
+    linearly): inside the first cell whose CDF reaches q, so that a run of empty cells (a
+    density that underflows to 0 far from the mode) never stretches the interval."""
     c = _cdf(x, pdf)
-    keep = np.concatenate([[True], np.diff(c) > 0])  # strictly increasing for interp
-    return np.interp(q, c[keep], x[keep])
+    q = np.asarray(q, dtype=np.float64)
+    j = np.clip(np.searchsorted(c, q, side="left"), 1, len(c) - 1)  # c[j - 1] < q <= c[j]
+    dc = c[j] - c[j - 1]
+    frac = np.divide(q - c[j - 1], dc, out=np.zeros_like(dc), where=dc > 0)
+    return x[j - 1] + np.clip(frac, 0.0, 1.0) * (x[j] - x[j - 1])
 
 
 @dataclass

@@ -149,6 +149,27 @@ def test_torch_call_needs_a_differentiable_model(diffusion, field):
 # --------------------------------------------------------------------------------------------
 
 
+def test_chains_start_at_the_mode_and_then_spread_over_the_coarse_posterior():
+    """Chain 0 starts at the coarse grid's mode; the others at distinct points drawn from that
+    grid's posterior (reproducible by seed), so R-hat compares chains from different starts."""
+    from cosmodiff.inference.mcmc import _initial
+
+    def U(theta):  # a Gaussian posterior at (0.3, 0.8), 0.03 wide in each parameter
+        theta = np.asarray(theta, dtype=np.float64).reshape(-1, 2)
+        return 0.5 * (((theta - [0.3, 0.8]) / 0.03) ** 2).sum(axis=1)
+
+    starts, evaluations = _initial(U, None, 400, 11, BOX, seed=3)
+    assert evaluations == 11 * 11 and starts.shape == (400, 2)  # a plain function: one per grid point
+    np.testing.assert_allclose(starts[0], (0.3, 0.8))
+    assert len(np.unique(starts[1:], axis=0)) == 399
+    lo, hi = np.array([BOX[p][0] for p in BOX]), np.array([BOX[p][1] for p in BOX])
+    assert np.all((starts >= lo - 0.01) & (starts <= hi + 0.01))  # within half a coarse cell (0.02) of the box
+    np.testing.assert_allclose(starts[1:].mean(axis=0), (0.3, 0.8), atol=0.005)  # 0.03 / sqrt(399) ~ 0.0015
+    assert 0.025 < starts[1:, 0].std() < 0.04  # the posterior's width, plus the cells' jitter (0.02 / sqrt(12))
+    np.testing.assert_array_equal(_initial(U, None, 400, 11, BOX, seed=3)[0], starts)
+    np.testing.assert_array_equal(_initial(U, None, 1, 11, BOX, seed=3)[0], starts[:1])
+
+
 @pytest.mark.slow
 def test_nuts_matches_the_grid_posterior(diffusion, oracle, field):
     """Two chains of 150 warmup + 200 samples (~5 leapfrog steps each after adaptation, a few

@@ -121,12 +121,20 @@ class _Energy:
         return self.potential.torch_call(self.theta(z)).reshape(()) - log_jac
 
 
-def _initial(potential, initial, n_chains, n_coarse, prior):
-    """Starting points (n_chains, 2) physical, and the network evaluations spent finding them."""
+def _initial(potential, initial, n_chains, n_coarse, prior, seed):
+    """Starting points (n_chains, 2) physical, and the network evaluations spent finding them:
+    the first chain at a coarse grid's mode, the others at points of that grid drawn from its
+    posterior and moved uniformly within their cells (seeded by ``seed``), so that chains
+    from different starts make R-hat a test of convergence."""
     if initial is not None:
         return np.broadcast_to(np.asarray(initial, dtype=np.float64), (n_chains, 2)).copy(), 0
-    post = grid_posterior(potential, *(np.linspace(*prior[p], int(n_coarse)) for p in PARAMS))
-    return np.tile(post.mode, (n_chains, 1)), int(post.evaluations)
+    axes = [np.linspace(*prior[p], int(n_coarse)) for p in PARAMS]
+    post = grid_posterior(potential, *axes)
+    rng = np.random.default_rng(int(seed))
+    nodes = np.unravel_index(rng.choice(post.prob.size, size=n_chains - 1, p=post.prob.ravel()), post.prob.shape)
+    cells = [(a[1] - a[0]) * rng.uniform(-0.5, 0.5, n_chains - 1) for a in axes]
+    others = np.column_stack([axes[k][nodes[k]] + cells[k] for k in range(2)]).reshape(-1, 2)
+    return np.vstack([post.mode[None], others]), int(post.evaluations)
 
 
 def _to_z(theta, lo, hi):
@@ -142,7 +150,7 @@ def nuts(
     n_samples = 500,    # Kept iterations per chain.
     n_chains  = 1,      # Chains, run one after another in this process.
     seed      = 0,      # Chain c draws from torch seed ``seed + c``; the global RNG state is restored afterwards.
-    initial   = None,   # Start (Omega_m, sigma_8) or one per chain (n_chains, 2); None: a coarse grid's mode.
+    initial   = None,   # Start (Omega_m, sigma_8) or one per chain (n_chains, 2); None: a coarse grid's mode (chain 0), its posterior (others).
     n_coarse  = 11,     # initial=None: points per axis of that grid (n_coarse^2 potential evaluations).
     max_tree_depth = 8, # NUTS: at most 2**max_tree_depth leapfrog steps per iteration.
     target_accept  = 0.8,  # Step size adaptation: target mean acceptance probability.
@@ -159,7 +167,7 @@ def nuts(
     hi = torch.tensor([prior[p][1] for p in PARAMS], dtype=torch.float64)
     ev0 = getattr(potential, "evaluations", 0)
     gev0 = getattr(potential, "gradient_evaluations", 0)
-    starts, init_ev = _initial(potential, initial, int(n_chains), n_coarse, prior)
+    starts, init_ev = _initial(potential, initial, int(n_chains), n_coarse, prior, seed)
     energy = _Energy(potential, lo, hi)
     chains, divergences, acceptance, steps = [], 0, [], []
     for c in range(int(n_chains)):

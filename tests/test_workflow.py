@@ -55,6 +55,9 @@ EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "sampler_co
            "prepare": 1, "plot_data": 1, "paper": 1}
 
 
+BENCH_MCMC_FIELDS = yaml.safe_load((ROOT / "config/bench.yaml").read_text())["baselines"]["mcmc_fields"]
+
+
 @pytest.mark.parametrize(
     "name,expected",
     [
@@ -65,10 +68,11 @@ EMULATE = {"select_checkpoint": 2, "sample": 1, "plot_emulation": 1, "sampler_co
                     "likelihood_diagnostic": 1, **EMULATE}),
         # the bench: 4 + 1 checkpoints, 50 fields, the diagnostic, a convergence scan per
         # pretraining checkpoint, the exact denoiser's scans and the targets table; the
-        # baselines: a cheap scan per field, NUTS on 3 fields, NPE, the shifted fields, the table
+        # baselines: a cheap scan per field, NUTS on baselines.mcmc_fields, NPE, the shifted
+        # fields, the table
         ("bench", {"synthesize": 1, "validate_checkpoint": 5, "posterior": 50, "calibration": 1, "oracle": 1,
                    "likelihood_diagnostic": 1, "convergence_scan": 4, "oracle_scan": 1, "likelihood_summary": 1,
-                   "posterior_cheap": 50, "posterior_mcmc": 3, "npe": 1, "out_of_distribution": 1, "comparison": 1,
+                   "posterior_cheap": 50, "posterior_mcmc": BENCH_MCMC_FIELDS, "npe": 1, "out_of_distribution": 1, "comparison": 1,
                    **EMULATE}),
         ("smoke", {"synthesize": 1, "validate_checkpoint": 4, "posterior": 2, "calibration": 1, **EMULATE}),
         ("paper", {"download": 2, "validate_checkpoint": 90, "posterior": 10, "calibration": 1, **EMULATE}),

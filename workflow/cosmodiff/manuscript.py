@@ -338,10 +338,12 @@ def baseline_numbers(config, table, sbc):
         for p in ("omega_m", "sigma_8"):
             out[f"{key}_shift_{p}"] = fmt(r[f"{p}_shift"], 2)
             out[f"{key}_width_{p}"] = fmt(r[f"{p}_width_ratio"], 3)
-            if key == "mcmc" and not math.isnan(r.get(f"same_u_{p}_within2", math.nan)):  # chain_agreement's
-                out[f"mcmc_same_u_mcse_{p}"] = fmt(r[f"same_u_{p}_mcse"], 2)
-                out[f"mcmc_same_u_within2_{p}"] = fmt(r[f"same_u_{p}_within2"], 2)
-                out[f"mcmc_same_u_width_{p}"] = fmt(r[f"same_u_{p}_width"], 3)
+    if METHODS["mcmc"] in t.index:  # NUTS against the grid of the same U (calibration.chain_agreement)
+        r = t.loc[METHODS["mcmc"]]
+        for p in ("omega_m", "sigma_8"):
+            out[f"mcmc_same_u_mcse_{p}"] = fmt(r[f"same_u_{p}_mcse"], 2)
+            out[f"mcmc_same_u_within2_{p}"] = fmt(r[f"same_u_{p}_within2"], 2)
+            out[f"mcmc_same_u_width_{p}"] = fmt(r[f"same_u_{p}_width"], 3)
     for p in ("omega_m", "sigma_8"):
         out[f"npe_sbc68_{p}"] = fmt(sbc[f"{p}_coverage68"], 2)
         out[f"npe_sbc95_{p}"] = fmt(sbc[f"{p}_coverage95"], 2)

@@ -2,7 +2,8 @@
 z-scores against the truths; the baselines comparison: :func:`method_metrics` (one method's
 row, against the truths and the exact posteriors), :func:`comparison_table` (the exact
 posterior, the grid scan, the cheap scan, NUTS and NPE on the same fields),
-:func:`chain_agreement` (NUTS against the grid posterior of the same U) and :func:`ood_table` (the out-of-distribution sets: bias, coverage, how often the model check
+:func:`chain_agreement` (NUTS against the grid posterior of the same U) and
+:func:`ood_table` (the out-of-distribution sets: bias, coverage, how often the model check
 flags a field)."""
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ def test_numbers_are_formatted_for_tex():
     assert ms.fmt(1234.6) == "1{,}235" and ms.fmt(15000) == "15{,}000" and ms.fmt(0) == "0"
     assert ms.fmt(2.5e7) == r"$2.50\times10^{7}$" and ms.fmt(float("nan")) == "n/a" and ms.fmt(None) == "n/a"
     assert ms.fmt(-0.0421) == "-0.0421"
+    # counts round to the nearest integer: a median of 577.88 evaluations is 578, not 577
+    assert ms.group(577.877) == "578" and ms.group(46919.6) == "46{,}920" and ms.group(12) == "12"
     assert ms.tex_escape("a_b 50% & #1 {x} ~^\\") == r"a\_b 50\% \& \#1 \{x\} \textasciitilde{}\textasciicircum{}\textbackslash{}"
 
 

@@ -151,8 +151,9 @@ def fmt(x, digits=3):
 
 
 def group(n):
-    """An integer with thousands separated the TeX way: 10{,}500."""
-    return f"{int(n):,}".replace(",", "{,}")
+    """A count, rounded to the nearest integer (a median or mean may fall between two), with
+    thousands separated the TeX way: 10{,}500."""
+    return f"{round(float(n)):,}".replace(",", "{,}")
 
 
 def macros(values, flags):

@@ -1,8 +1,9 @@
 # One command each, on a fresh machine:
 #   make demo   - set up .venv and run the whole workflow on the embedded synthetic data
 #   make test   - set up .venv and run the test suite
-#   make bench  - the likelihood bench (config/bench.yaml, ~3 h on 2 cores): is the network's
-#                 bound the likelihood, and how do the cheap scan, NUTS and NPE compare?
+#   make bench  - the likelihood bench (config/bench.yaml, ~7 h on 2 cores, 4 of them NUTS):
+#                 is the network's bound the likelihood, and how do the cheap scan, NUTS and
+#                 NPE compare?
 #                 Run nothing else that uses torch beside it.
 # demo and test first install TeX Live for the paper's PDF (`make tex`: as root with apt-get;
 # elsewhere it says what to install, and the paper rule fails until it is there).

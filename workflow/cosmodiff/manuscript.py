@@ -138,7 +138,7 @@ def fmt(x, digits=3):
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     if isinstance(x, (bool,)) or (isinstance(x, int) and abs(x) < 10**6):
-        return group(int(x))
+        return group(x)
     x = float(x)
     if x == 0:
         return "0"
@@ -146,7 +146,7 @@ def fmt(x, digits=3):
         mant, exp = f"{x:.{digits - 1}e}".split("e")
         return f"${mant}\\times10^{{{int(exp)}}}$"
     if abs(x) >= 10 ** (digits - 1):
-        return group(round(x))
+        return group(x)
     return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits - 1 - math.floor(math.log10(abs(x)))}f}".rstrip("0").rstrip(".")
 
 
@@ -467,7 +467,7 @@ def emulation_numbers(table, statistics, sampling_attrs, config):
     out["val_chi2_log_ratio"] = fmt(ratio)
     s = config["sampling"]
     out.update({"sampling_sampler": SAMPLER_TEX[str(sampling_attrs["sampler"])], "sampling_steps": s["steps"],
-                "sampling_evaluations": group(int(sampling_attrs["evaluations_per_map"])), "sampling_samples": s["n_samples"],
+                "sampling_evaluations": group(sampling_attrs["evaluations_per_map"]), "sampling_samples": s["n_samples"],
                 "sampling_spacing": tex_escape(s["spacing"])})
     return out, {"emulatormatches": ratio <= 1.3}
 
@@ -484,7 +484,7 @@ def inference_numbers(config, df, cov, exact):
         "n_fields": group(cov["n"]), "estimator": ESTIMATOR_TEX[i.estimator],
         "scan": ("a coarse grid over the prior, then up to " + str(i.max_refine) + " finer grids around the mode")
         if i.scan == "coarse_to_fine" else f"a {i.n_grid}$^2$ grid within $\\pm${fmt(i.half_width)} of the truth",
-        "evaluations_per_field": group(round(cov["evaluations_per_field"])),
+        "evaluations_per_field": group(cov["evaluations_per_field"]),
         "seconds_per_field": fmt(cov["seconds_per_field"]), "se68": fmt(cov["se68"]), "se95": fmt(cov["se95"]),
         "median_std_omega_m": fmt(df["omega_m_std"].median()), "median_std_sigma_8": fmt(df["sigma_8_std"].median()),
     }
@@ -514,7 +514,7 @@ def diagnostic_numbers(oracle, targets):
     if targets is not None:
         out["targets_met"] = int(targets["network_pass"].astype(bool).sum())
         out["targets_total"] = len(targets)
-        out["targets_checkpoint"] = group(int(targets["checkpoint"].iloc[0]))
+        out["targets_checkpoint"] = group(targets["checkpoint"].iloc[0])
         flags["targetsmet"] = bool(targets["network_pass"].astype(bool).all())
     return out, flags
 
